@@ -28,14 +28,30 @@
  * - `File.lock(mode, wait)` takes an flock(2)-style advisory lock on the open
  *   file: "exclusive" excludes every other lock, "shared" only exclusive ones.
  *   With `wait = false` it returns false at once when the lock is held
- *   elsewhere; with `wait = true` it blocks. The lock belongs to the open
+ *   elsewhere; with `wait = true` it blocks (the faulty adapter, being
+ *   single-threaded, raises EDEADLK instead of blocking forever). The lock belongs to the open
  *   file description: it vanishes when the file is closed or the process
  *   dies (even by SIGKILL), and a Node process and a Deno process exclude
  *   each other (both use flock(2)).
- * - `stat(path)` returns undefined for a missing path instead of throwing.
+ * - `stat(path)` returns undefined for a missing path (ENOENT) instead of
+ *   throwing; a file where a directory was expected (ENOTDIR) still throws.
+ * - `unlink` of a directory raises EISDIR, `rmdir` of a file ENOTDIR (as
+ *   Linux does), `rmdir` of a non-empty directory ENOTEMPTY.
  *
  * Sockets (for the server): `listen` and `connect` give each connection as a
- * pair of web streams of bytes; `close()` ends both directions.
+ * pair of web streams of bytes:
+ * - `readable` ends when the peer half-closes; while its queue is full the
+ *   adapter stops reading the socket, so a slow reader slows the sender.
+ * - `writable.write(chunk)` resolves once the chunk was handed to the
+ *   kernel (the caller may then reuse the buffer); a sender that awaits each
+ *   write reads its source only as fast as the socket drains.
+ *   `writable.close()` half-closes (sends FIN): the peer's readable ends and
+ *   our readable still receives its reply.
+ * - `close()` ends both directions at once; the socket is also freed when
+ *   both directions have ended.
+ * - A unix socket is created owner-only (0600). A socket file left by a dead
+ *   server is replaced; one with a live server raises EADDRINUSE; a path
+ *   holding anything else raises EEXIST and is left alone.
  */
 
 /** How `FileSystem.open` opens a file; named after the fopen modes they mirror. */

@@ -44,7 +44,9 @@ export type AdapterCase =
 const FAULTY_ROOT = "/root";
 
 /**
- * The runtime adapter and a FaultyFs, each with a fresh empty root.
+ * The runtime adapter and a FaultyFs, each with a fresh empty root, in that
+ * order (index 0 runtime, index 1 faulty). Call `cleanup()` on every case
+ * returned, used or not: the runtime case's temp directory exists already.
  *
  * @param options.prefix name prefix of the temp directory; options.seed the FaultyFs seed (default 1).
  */
