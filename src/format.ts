@@ -76,6 +76,15 @@ export const MAX_OBJECT_SIZE = 16 * 1024 * 1024;
 /** Largest record of any kind: a PUT of MAX_OBJECT_SIZE bytes. */
 export const MAX_RECORD_SIZE = PUT_HEADER_SIZE + MAX_OBJECT_SIZE;
 
+/**
+ * The key index stores a record's size in a u32; sizes stay below 2^25, so
+ * the top bit marks a BLOB record. `has`, `stats` and `get` then know a key
+ * is a blob without reading the segment.
+ */
+export const INDEX_BLOB_FLAG = 0x80000000;
+/** The record size in an index value, without the blob flag. */
+export const INDEX_SIZE_MASK = 0x7fffffff;
+
 /** Smallest and largest valid `size` per tag, checked before trusting a header. */
 export const RECORD_SIZE_MIN: readonly number[] = [PUT_HEADER_SIZE, DELETE_RECORD_SIZE, COMMIT_RECORD_SIZE, BLOB_RECORD_SIZE];
 export const RECORD_SIZE_MAX: readonly number[] = [MAX_RECORD_SIZE, DELETE_RECORD_SIZE, COMMIT_RECORD_SIZE, BLOB_RECORD_SIZE];
