@@ -109,7 +109,7 @@ class DenoFile implements File {
   }
 
   read(buf: Uint8Array, position: number): number {
-    assert(Number.isSafeInteger(position) && position >= 0, `read position ${position} of ${this.path}`);
+    if (!(Number.isSafeInteger(position) && position >= 0)) assert(false, `read position ${position} of ${this.path}`);
     const file = this.#open("read");
     denoCall("seek", this.path, () => file.seekSync(position, Deno.SeekMode.Start));
     let done = 0;
@@ -124,13 +124,13 @@ class DenoFile implements File {
   }
 
   write(buf: Uint8Array, position: number): void {
-    assert(Number.isSafeInteger(position) && position >= 0, `write position ${position} of ${this.path}`);
+    if (!(Number.isSafeInteger(position) && position >= 0)) assert(false, `write position ${position} of ${this.path}`);
     const file = this.#open("write");
     denoCall("seek", this.path, () => file.seekSync(position, Deno.SeekMode.Start));
     let done = 0;
     while (done < buf.length) {
       const n = denoCall("write", this.path, () => file.writeSync(buf.subarray(done)));
-      assert(n > 0, `write of ${this.path} made progress`);
+      if (!(n > 0)) assert(false, `write of ${this.path} made progress`);
       done += n;
     }
   }
@@ -141,7 +141,7 @@ class DenoFile implements File {
   }
 
   truncate(length: number): void {
-    assert(Number.isSafeInteger(length) && length >= 0, `truncate length ${length} of ${this.path}`);
+    if (!(Number.isSafeInteger(length) && length >= 0)) assert(false, `truncate length ${length} of ${this.path}`);
     const file = this.#open("ftruncate");
     denoCall("ftruncate", this.path, () => file.truncateSync(length));
   }

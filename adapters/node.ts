@@ -87,13 +87,19 @@ class NodeFile implements File {
   }
 
   read(buf: Uint8Array, position: number): number {
-    assert(Number.isSafeInteger(position) && position >= 0, `read position ${position} of ${this.path}`);
+    if (!(Number.isSafeInteger(position) && position >= 0)) assert(false, `read position ${position} of ${this.path}`);
     const fd = this.#open("read");
     let done = 0;
     // The OS may return fewer bytes than asked before end of file (signals,
     // pipes, network filesystems); the contract promises short only at EOF.
+    // No closure per call here: reads are the hot path of every get.
     while (done < buf.length) {
-      const n = nodeCall("read", this.path, () => readSync(fd, buf, done, buf.length - done, position + done));
+      let n: number;
+      try {
+        n = readSync(fd, buf, done, buf.length - done, position + done);
+      } catch (err) {
+        throw nodeFsError(err, "read", this.path);
+      }
       if (n === 0) break;
       done += n;
     }
@@ -102,12 +108,12 @@ class NodeFile implements File {
   }
 
   write(buf: Uint8Array, position: number): void {
-    assert(Number.isSafeInteger(position) && position >= 0, `write position ${position} of ${this.path}`);
+    if (!(Number.isSafeInteger(position) && position >= 0)) assert(false, `write position ${position} of ${this.path}`);
     const fd = this.#open("write");
     let done = 0;
     while (done < buf.length) {
       const n = nodeCall("write", this.path, () => writeSync(fd, buf, done, buf.length - done, position + done));
-      assert(n > 0, `write of ${this.path} made progress`);
+      if (!(n > 0)) assert(false, `write of ${this.path} made progress`);
       done += n;
     }
   }
@@ -118,7 +124,7 @@ class NodeFile implements File {
   }
 
   truncate(length: number): void {
-    assert(Number.isSafeInteger(length) && length >= 0, `truncate length ${length} of ${this.path}`);
+    if (!(Number.isSafeInteger(length) && length >= 0)) assert(false, `truncate length ${length} of ${this.path}`);
     const fd = this.#open("ftruncate");
     nodeCall("ftruncate", this.path, () => ftruncateSync(fd, length));
   }

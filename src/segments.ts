@@ -40,15 +40,21 @@ export function storageError(e: unknown, store: string, file: string, what: stri
 /** The open read handles of a store's segments, bounded, least recently used closed first. */
 export class SegmentFiles {
   private readonly open = new Map<number, File>();
+  /** The last segment asked for: a run of reads in one segment skips the LRU bookkeeping. */
+  private lastSegment = -1;
+  private lastFile: File | undefined;
   constructor(private readonly fs: FileSystem, private readonly paths: StorePaths, private readonly storeName: string) {}
 
   /** The read handle of `segment`; IntegrityError if the file is missing (a segment the index needs is gone). */
   get(segment: number): File {
+    if (segment === this.lastSegment) return this.lastFile!;
     let file = this.open.get(segment);
     if (file !== undefined) {
       // Re-insert to mark as most recently used (Map keeps insertion order).
       this.open.delete(segment);
       this.open.set(segment, file);
+      this.lastSegment = segment;
+      this.lastFile = file;
       return file;
     }
     const path = this.paths.segment(segment);
@@ -68,11 +74,17 @@ export class SegmentFiles {
       this.open.delete(oldest);
     }
     this.open.set(segment, file);
+    this.lastSegment = segment;
+    this.lastFile = file;
     return file;
   }
 
   /** Closes the handle of a segment about to be truncated or deleted. */
   evict(segment: number): void {
+    if (segment === this.lastSegment) {
+      this.lastSegment = -1;
+      this.lastFile = undefined;
+    }
     const file = this.open.get(segment);
     if (file !== undefined) {
       file.close();
@@ -81,6 +93,8 @@ export class SegmentFiles {
   }
 
   closeAll(): void {
+    this.lastSegment = -1;
+    this.lastFile = undefined;
     for (const file of this.open.values()) file.close();
     this.open.clear();
   }
@@ -317,7 +331,7 @@ export class SegmentWriter {
    */
   reserve(size: number): { ptr: number; place: RecordPlace } {
     this.assertWritable();
-    assert(size >= RECORD_HEADER_SIZE && size <= MAX_RECORD_SIZE, `record size ${size}`);
+    if (!(size >= RECORD_HEADER_SIZE && size <= MAX_RECORD_SIZE)) assert(false, `record size ${size}`);
     if (this.end + size > this.maxSegmentSize && this.end > SEGMENT_HEADER_SIZE) this.roll();
     if (this.bufLen + size > this.core.writeBufSize) this.flush();
     const ptr = this.core.writeBufPtr + this.bufLen;

@@ -596,7 +596,7 @@ export class Store {
     const stat = this.statFor(segment);
     stat.count--;
     stat.bytes -= size & INDEX_SIZE_MASK;
-    assert(stat.count >= 0 && stat.bytes >= 0, `live count of segment ${segment} went negative`);
+    if (!(stat.count >= 0 && stat.bytes >= 0)) assert(false, `live count of segment ${segment} went negative`);
     if (this.isSparse(segment, stat)) this.compactCandidates.add(segment);
   }
 
@@ -695,15 +695,24 @@ export class Store {
   private verifyRecord(key: Uint8Array, segment: number, offset: number, size: number, ptr: number, n: number): void {
     const u8 = this.core.u8;
     const dv = this.core.dv;
-    const place = { store: this.path, file: this.paths.segment(segment), segment, offset };
-    const where = `segment ${segment} at offset ${offset} of store ${this.path}`;
-    if (n !== size) throw new IntegrityError(`record cut short in ${where}: read ${n} of ${size} bytes`, place);
-    if (dv.getUint32(ptr + 4, true) !== size) throw new IntegrityError(`record size mismatch in ${where}: header says ${dv.getUint32(ptr + 4, true)}, index ${size}`, place);
-    const tag = u8[ptr + 8];
-    if (tag !== TAG_PUT && tag !== TAG_BLOB) throw new IntegrityError(`record in ${where} has tag ${tag}, not PUT or BLOB`, place);
-    if (this.core.crc32At(ptr + 4, size - 4) !== dv.getUint32(ptr, true)) throw new IntegrityError(`checksum mismatch in ${where}`, place);
-    for (let i = 0; i < KEY_SIZE; i++) {
-      if (u8[ptr + RECORD_HEADER_SIZE + i] !== key[i]) throw new IntegrityError(`record in ${where} holds another key`, place);
+    // Hot path: compare first, build messages only on failure.
+    let problem: string | undefined;
+    if (n !== size) problem = `record cut short: read ${n} of ${size} bytes`;
+    else if (dv.getUint32(ptr + 4, true) !== size) problem = `record size mismatch: header says ${dv.getUint32(ptr + 4, true)}, index ${size}`;
+    else if (u8[ptr + 8] !== TAG_PUT && u8[ptr + 8] !== TAG_BLOB) problem = `record has tag ${u8[ptr + 8]}, not PUT or BLOB`;
+    else if (this.core.crc32At(ptr + 4, size - 4) !== dv.getUint32(ptr, true)) problem = "checksum mismatch";
+    else {
+      for (let i = 0; i < KEY_SIZE; i++) {
+        if (u8[ptr + RECORD_HEADER_SIZE + i] !== key[i]) {
+          problem = "record holds another key";
+          break;
+        }
+      }
+    }
+    if (problem !== undefined) {
+      throw new IntegrityError(`${problem} in segment ${segment} at offset ${offset} of store ${this.path}`, {
+        store: this.path, file: this.paths.segment(segment), segment, offset,
+      });
     }
   }
 
@@ -1016,7 +1025,7 @@ export class Store {
     while (this.pendingSegmentDeletes.length > 0) {
       const segment = this.pendingSegmentDeletes[0];
       const stat = this.segStats.get(segment);
-      assert(stat === undefined || stat.count === 0, `compacted segment ${segment} still holds live records`);
+      if (!(stat === undefined || stat.count === 0)) assert(false, `compacted segment ${segment} still holds live records`);
       try {
         this.files.evict(segment);
         this.fs.unlink(this.paths.segment(segment));
