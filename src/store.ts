@@ -62,7 +62,7 @@ import {
 import { type StoreConfig, formatConfig, parseConfig } from "./config.ts";
 import { decodeHints, encodeHints, type Hints, type SegmentStat } from "./hints.ts";
 import { KeyIndex, type CheckpointMeta } from "./keyindex.ts";
-import { joinPath, parseCheckpointName, StorePaths, STORE_FILES, TEMP_SUFFIX } from "./paths.ts";
+import { dirnameOf, joinPath, parseCheckpointName, StorePaths, STORE_FILES, TEMP_SUFFIX } from "./paths.ts";
 import {
   checkKey, commitTxid, deleteKilledSegment, listSegments, SegmentFiles, SegmentScanner, SegmentWriter, storageError,
 } from "./segments.ts";
@@ -317,7 +317,7 @@ export class Store {
       }
     } else {
       try {
-        fs.mkdir(path);
+        Store.openCreateParents(fs, path);
       } catch (e) {
         throw storageError(e, path, path, "create store directory");
       }
@@ -345,11 +345,20 @@ export class Store {
       fs.syncDir(path);
       writeFile(paths.config, formatConfig(config));
       fs.syncDir(path);
-      const parent = path.includes("/") ? path.slice(0, path.lastIndexOf("/")) || "/" : ".";
-      fs.syncDir(parent);
     } catch (e) {
       throw storageError(e, path, path, "create store");
     }
+  }
+
+  /**
+   * mkdir -p for the store directory, as lmdb-js does: each directory made
+   * is followed by a sync of its parent, so the store's own name is durable.
+   */
+  private static openCreateParents(fs: FileSystem, path: string): void {
+    const parent = dirnameOf(path);
+    if (parent !== path && fs.stat(parent) === undefined) Store.openCreateParents(fs, parent);
+    fs.mkdir(path);
+    fs.syncDir(parent);
   }
 
   private static openReadConfig(fs: FileSystem, path: string): StoreConfig {

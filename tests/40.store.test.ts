@@ -517,6 +517,16 @@ each("bad paths: missing store, a file, a non-store directory, create over a non
   assert.throws(() => openStore(c, { create: true }, "notastore"), (e: unknown) => e instanceof StoreFormatError && /not empty/.test((e as Error).message));
 });
 
+each("create makes missing parent directories", (c) => {
+  const s = openStore(c, { create: true }, "a/b/store");
+  s.put(key(1), val("x"));
+  s.commit();
+  s.close();
+  const again = openStore(c, {}, "a/b/store");
+  assert.is(text(again.get(key(1))), "x");
+  again.close();
+});
+
 each("config of another version or with unknown keys is refused with StoreFormatError", (c) => {
   const root = `${c.root}/store`;
   openStore(c, { create: true }).close();
