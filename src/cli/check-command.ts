@@ -1,0 +1,89 @@
+/**
+ * `segstore check`: verifies every record's CRC, the index against the log,
+ * and each blob's length and hash (src/check.ts); `--repair` salvages what
+ * it can and names, by id, what was lost.
+ *
+ * Exit codes: 0 when the store is sound (after a repair, when the repair
+ * left it sound), 3 when a problem was found and not repaired, 1 when the
+ * check itself could not run (missing or locked store).
+ */
+import { IntegrityError } from "../format.ts";
+import { type CommandSpec, EXIT_INTEGRITY, EXIT_OK, printJson } from "./command.ts";
+import type { CliIo } from "./io.ts";
+import { ProgressBar } from "./progress.ts";
+import { withStore } from "./store-open.ts";
+
+/** Problems listed one per line; past this many, a count of the rest (the JSON report has them all). */
+export const CHECK_PROBLEMS_SHOWN_MAX = 50;
+
+/** One problem, as check.ts reports it. */
+interface CheckProblem {
+  kind: string;
+  message: string;
+  segment?: number;
+  offset?: number;
+  file?: string;
+  id?: string;
+}
+
+/** The fields of check.ts's CheckReport the command prints (the JSON output carries all of it). */
+interface CheckReportShown {
+  ok: boolean;
+  problems: CheckProblem[];
+  lost: string[];
+  repaired: boolean;
+}
+
+async function checkPrint(io: CliIo, path: string, report: CheckReportShown, repair: boolean): Promise<void> {
+  const lines: string[] = [];
+  const problems = report.problems;
+  for (const p of problems.slice(0, CHECK_PROBLEMS_SHOWN_MAX)) lines.push(`  ${p.kind}: ${p.message}`);
+  if (problems.length > CHECK_PROBLEMS_SHOWN_MAX) lines.push(`  ... and ${problems.length - CHECK_PROBLEMS_SHOWN_MAX} more (--json lists all)`);
+  if (problems.length === 0) lines.unshift(`store ${path}: ok`);
+  else if (report.repaired) lines.unshift(`store ${path}: ${problems.length} ${problems.length === 1 ? "problem" : "problems"} found and repaired:`);
+  else lines.unshift(`store ${path}: ${problems.length} ${problems.length === 1 ? "problem" : "problems"} found${repair ? " (not repaired)" : ""}:`);
+  if (report.lost.length > 0) {
+    lines.push(`lost ${report.lost.length} ${report.lost.length === 1 ? "entry" : "entries"} (ids):`);
+    for (const id of report.lost) lines.push(`  ${id}`);
+  }
+  if (!report.ok && !repair) lines.push(`run: segstore check ${path} --repair (salvages what it can; names what is lost)`);
+  await io.write(lines.join("\n") + "\n");
+}
+
+export const checkCommand: CommandSpec = {
+  name: "check",
+  usage: "PATH [--repair] [--json]",
+  summary: "Verifies every record's CRC, the index against the log, and blob lengths and hashes. Exit code 3 on a problem.",
+  details:
+    "--repair rebuilds the index from the log, drops corrupt records and blobs, and reports what was lost, by id;\n" +
+    "it exits 0 when the store is sound afterwards. Without --repair the store is opened read-only.",
+  options: {
+    repair: { type: "boolean", description: "salvage: rebuild the index, drop corrupt records, report what was lost" },
+    json: { type: "boolean", description: "print the whole report as JSON" },
+  },
+  positionals: [1, 1],
+  examples: ["segstore check ./store", "segstore check ./store --repair"],
+  async run(args, io) {
+    const [path] = args.positionals as [string];
+    const repair = args.values.repair === true;
+    let report: CheckReportShown;
+    try {
+      report = await withStore(io, path, { readOnly: !repair }, (store) => {
+        const bar = new ProgressBar(io, repair ? "repair" : "check");
+        try {
+          return store.check({ repair, onProgress: (done: number, total: number) => bar.update(done, total) });
+        } finally {
+          bar.done();
+        }
+      });
+    } catch (e) {
+      // A store too damaged to open is an integrity problem too: the answer is the same (exit 3, try --repair).
+      if (!(e instanceof IntegrityError) || repair) throw e;
+      report = { ok: false, problems: [{ kind: "open", message: e.message, segment: e.segment, offset: e.offset, file: e.file }], lost: [], repaired: false };
+    }
+    if (args.values.json) await printJson(io, report);
+    else await checkPrint(io, path, report, repair);
+    return report.ok || report.repaired ? EXIT_OK : EXIT_INTEGRITY;
+  },
+};
+
