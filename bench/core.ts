@@ -19,7 +19,12 @@
  *   existing keys in random order and read the value's offset; the batch
  *   line calls lookupMany 4,096 keys at a time. bytes_per_key: the table's
  *   wasm memory (growth headroom included) per key; for js-map, the heap
- *   growth per key (approximate: no forced GC).
+ *   growth per key after a full GC plus the values array.
+ * - core-index-checkpoint-write / core-index-checkpoint-load (wasm): the
+ *   index written as a checkpoint (no datasync) and loaded into a fresh
+ *   core, ms and mb_per_s; beside it, store fs-limit: the same file read
+ *   into a fresh Uint8Array through the same adapter (the disk-speed
+ *   reference: page cache, first touch of fresh memory, as the load pays).
  *
  * Every figure is the median of BENCH_RUNS runs (default 3) after one
  * untimed warm-up run. `runCore()` returns the lines for the bench
@@ -28,7 +33,12 @@
 import * as zlib from "node:zlib";
 import process, { memoryUsage } from "node:process";
 import { pathToFileURL } from "node:url";
+import v8 from "node:v8";
+import vm from "node:vm";
 import { createCRC32 } from "hash-wasm";
+import { mkdirSync, rmSync } from "node:fs";
+import { join } from "node:path";
+import { runtimeFs } from "../adapters/runtime.ts";
 import { KeyIndex } from "../src/keyindex.ts";
 import { WasmCore } from "../src/wasm.ts";
 import { benchLine, type BenchLine, emitLines, median, mix32, RUNTIME } from "./harness.ts";
@@ -205,6 +215,57 @@ interface IndexRun {
   lookupMs: number;
   batchMs: number | null;
   bytesPerKey: number;
+  /** Checkpoint bytes, ms to write them (no datasync), ms to load them into a fresh core, ms to read them plainly. */
+  checkpointBytes?: number;
+  writeMs?: number;
+  loadMs?: number;
+  readMs?: number;
+}
+
+/** Where checkpoints are written: the repo's gitignored .bench-data (the same disk as real stores, not a tmpfs). */
+function checkpointDir(): string {
+  const dir = join(process.cwd(), ".bench-data", `core-${process.pid}`);
+  mkdirSync(dir, { recursive: true });
+  return dir;
+}
+
+/** Pieces in which the plain read of the checkpoint (the disk-speed reference) reads, as loadCheckpoint does. */
+const PLAIN_READ_CHUNK = 1024 * 1024;
+
+/**
+ * Writes the index as a checkpoint, then loads it into a fresh core and, as
+ * the reference, reads the same file into a fresh Uint8Array through the
+ * same adapter: the file is in the page cache for both, and both pay the
+ * first touch of fresh memory, so the ratio is the cost of CRC + verify.
+ */
+function checkpointRun(index: KeyIndex, run: IndexRun): void {
+  const dir = checkpointDir();
+  const path = join(dir, "index.1");
+  try {
+    let f = runtimeFs.open(path, "w+");
+    let t = performance.now();
+    const bytes = index.writeCheckpoint(f, { segment: 1, offset: 8, txid: 1n });
+    run.writeMs = performance.now() - t;
+    f.close();
+    run.checkpointBytes = bytes;
+
+    f = runtimeFs.open(path, "r");
+    const plain = new Uint8Array(bytes);
+    t = performance.now();
+    for (let done = 0; done < bytes;) done += f.read(plain.subarray(done, Math.min(bytes, done + PLAIN_READ_CHUNK)), done);
+    run.readMs = performance.now() - t;
+    f.close();
+
+    const core = WasmCore.create();
+    f = runtimeFs.open(path, "r");
+    t = performance.now();
+    const loaded = KeyIndex.loadCheckpoint(core, f).index;
+    run.loadMs = performance.now() - t;
+    f.close();
+    if (loaded.count !== index.count) throw new Error("core-index: the checkpoint loaded another count");
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 }
 
 function runWasmIndex(keys: Uint8Array, shuffled: Uint8Array, n: number): IndexRun {
@@ -233,10 +294,27 @@ function runWasmIndex(keys: Uint8Array, shuffled: Uint8Array, n: number): IndexR
   }
   const batchMs = performance.now() - t;
   if (sum !== sum2 || sum !== (n * (n - 1)) / 2) throw new Error("core-index: lookups found wrong values");
-  return { insertMs, lookupMs, batchMs, bytesPerKey: index.memoryBytes / n };
+  const run: IndexRun = { insertMs, lookupMs, batchMs, bytesPerKey: index.memoryBytes / n };
+  checkpointRun(index, run);
+  return run;
 }
 
+/**
+ * A full GC, so heap figures mean something: V8's gc() exposed after start
+ * (works in Node and Deno); undefined when the runtime refuses.
+ */
+const collectGarbage: (() => void) | undefined = (() => {
+  try {
+    v8.setFlagsFromString("--expose-gc");
+    const gc = vm.runInNewContext("gc") as unknown;
+    return typeof gc === "function" ? (gc as () => void) : undefined;
+  } catch {
+    return undefined;
+  }
+})();
+
 function runJsMap(keys: Uint8Array, shuffled: Uint8Array, n: number): IndexRun {
+  collectGarbage?.();
   const heapBefore = memoryUsage().heapUsed;
   const map = new Map<string, number>();
   // The values beside the map, as a careful JS store would keep them (no object per key).
@@ -251,7 +329,9 @@ function runJsMap(keys: Uint8Array, shuffled: Uint8Array, n: number): IndexRun {
     values[e * 3 + 2] = 100;
   }
   const insertMs = performance.now() - t;
-  const bytesPerKey = (memoryUsage().heapUsed - heapBefore + values.byteLength) / n;
+  collectGarbage?.();
+  // The Map's heap (keys, table) plus the values array (off-heap).
+  const bytesPerKey = collectGarbage ? (memoryUsage().heapUsed - heapBefore + values.byteLength) / n : NaN;
   if (map.size !== n) throw new Error(`core-index: js-map has ${map.size} keys after ${n} inserts`);
 
   t = performance.now();
@@ -277,14 +357,23 @@ function indexLines(runtime: string, runs: number, sizes: readonly number[]): Be
         if (r > 0) results.push(res); // run 0 warms the JIT
       }
       const pick = (f: (x: IndexRun) => number) => median(results.map(f));
-      const common = { store, runtime, n, value_bytes: null, runs, bytes_per_key: pick((x) => x.bytesPerKey) };
+      const bytesPerKey = pick((x) => x.bytesPerKey);
+      const common = { store, runtime, n, value_bytes: null, runs, bytes_per_key: Number.isNaN(bytesPerKey) ? null : bytesPerKey };
       lines.push(benchLine({ ...common, workload: "core-index-insert", ops_per_s: pick((x) => rate(n, x.insertMs)),
-        note: store === "wasm" ? "KeyIndex.set from empty, growth included" : "Map<hex, entry> + Uint32Array values; bytes_per_key from heapUsed growth" }));
+        note: store === "wasm" ? "KeyIndex.set from empty, growth included" : "Map<hex, entry> + Uint32Array values; bytes_per_key: heapUsed growth after a full GC, plus the values" }));
       lines.push(benchLine({ ...common, workload: "core-index-lookup", ops_per_s: pick((x) => rate(n, x.lookupMs)),
         note: "existing keys in random order, reading the offset" }));
       if (store === "wasm") {
         lines.push(benchLine({ ...common, workload: "core-index-lookup-batch", ops_per_s: pick((x) => rate(n, x.batchMs!)),
           note: `lookupMany ${LOOKUP_BATCH} keys per call, then reading each offset` }));
+        const mib = results[0]!.checkpointBytes! / (1024 * 1024);
+        const ck = { runtime, n, value_bytes: null, runs, bytes_per_key: results[0]!.checkpointBytes! / n };
+        lines.push(benchLine({ ...ck, workload: "core-index-checkpoint-write", store, ms: pick((x) => x.writeMs!),
+          mb_per_s: pick((x) => mib / (x.writeMs! / 1000)), note: "writeCheckpoint: CRC + File.write, no datasync; bytes_per_key = file bytes per key" }));
+        lines.push(benchLine({ ...ck, workload: "core-index-checkpoint-load", store, ms: pick((x) => x.loadMs!),
+          mb_per_s: pick((x) => mib / (x.loadMs! / 1000)), note: "loadCheckpoint into a fresh core from the page cache: read + CRC + verify, no rehash" }));
+        lines.push(benchLine({ ...ck, workload: "core-index-checkpoint-load", store: "fs-limit", ms: pick((x) => x.readMs!),
+          mb_per_s: pick((x) => mib / (x.readMs! / 1000)), note: "the same file read into a fresh Uint8Array through the same adapter, 1 MiB pieces" }));
       }
     }
   }

@@ -90,11 +90,13 @@ const H_HEADER_CRC = 124;
 const BUILD_HASH_BYTES = 32;
 
 /**
- * Checkpoint body I/O goes through File.read/write in pieces of this size:
+ * Checkpoint body writes go through File.write in pieces of this size:
  * large enough that syscall cost vanishes, small enough that an adapter
  * copying each piece (the faulty one) holds little at once.
  */
 const CHECKPOINT_IO_CHUNK = 8 * 1024 * 1024;
+/** Reads are smaller so each piece is still in cache when it is checksummed. */
+const CHECKPOINT_READ_CHUNK = 1024 * 1024;
 /** Largest u64 (txid bound). */
 const U64_MAX = (1n << 64n) - 1n;
 
@@ -410,10 +412,9 @@ export class KeyIndex {
       if (r === -2) throw new RangeError(`KeyIndex.loadCheckpoint: ${file.path} holds ${h.count} keys, more than 4 GiB of wasm32 memory holds`);
       const entriesPtr = core.tableBasePtr;
       const slotsPtr = core.tableSlotsPtr;
-      let position = CHECKPOINT_HEADER_SIZE;
-      position = readRegion(file, core, entriesPtr, h.entriesBytes, position);
-      position = readRegion(file, core, slotsPtr, h.slotsBytes, position);
-      const bodyCrc = core.crc32At(slotsPtr, h.slotsBytes, core.crc32At(entriesPtr, h.entriesBytes));
+      // Each piece is checksummed right after it is read, while it is in cache.
+      let bodyCrc = readRegion(file, core, entriesPtr, h.entriesBytes, CHECKPOINT_HEADER_SIZE, 0);
+      bodyCrc = readRegion(file, core, slotsPtr, h.slotsBytes, CHECKPOINT_HEADER_SIZE + h.entriesBytes, bodyCrc);
       if (bodyCrc !== h.bodyCrc) {
         throw integrityError(file, `body CRC is ${hex32(bodyCrc)}, header says ${hex32(h.bodyCrc)}`, CHECKPOINT_HEADER_SIZE);
       }
@@ -540,12 +541,14 @@ function writeRegion(file: File, core: WasmCore, ptr: number, len: number, posit
   return position + len;
 }
 
-function readRegion(file: File, core: WasmCore, ptr: number, len: number, position: number): number {
+/** Reads len bytes at `position` into memory at ptr, returning their CRC continued from `crc`. */
+function readRegion(file: File, core: WasmCore, ptr: number, len: number, position: number, crc: number): number {
   for (let done = 0; done < len;) {
-    const n = Math.min(CHECKPOINT_IO_CHUNK, len - done);
+    const n = Math.min(CHECKPOINT_READ_CHUNK, len - done);
     const got = file.read(core.u8.subarray(ptr + done, ptr + done + n), position + done);
     if (got <= 0) throw integrityError(file, `ends at ${position + done}, inside the body`, position + done);
+    crc = core.crc32At(ptr + done, got, crc);
     done += got;
   }
-  return position + len;
+  return crc;
 }

@@ -143,10 +143,14 @@ function runModel(core: WasmCore, ops: number, poolSize: number, seed: number): 
       slotDoublings++;
       slotCount = core.tableSlotCount;
     }
-    if (op % 250000 === 249999) checkAgainstModel(index, model, pool, `after op ${op}`);
+    if (op % 250000 === 249999) {
+      checkAgainstModel(index, model, pool, `after op ${op}`);
+      assert.is(core.tableVerify(true), 0, `after op ${op}: the table's invariants hold`);
+    }
   }
   assert.is(index.count, model.count);
   checkAgainstModel(index, model, pool, "at the end");
+  assert.is(core.tableVerify(true), 0, "at the end: the table's invariants hold");
   return { grows, slotDoublings };
 }
 
