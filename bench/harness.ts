@@ -579,6 +579,12 @@ export function workloadRank(workload: string): number {
   return i < 0 ? WORKLOAD_ORDER.length : i;
 }
 
+/** Node rows first, then Deno, then anything else. */
+function runtimeRank(runtime: string): number {
+  const i = ["node", "deno"].indexOf(runtime);
+  return i < 0 ? 2 : i;
+}
+
 function formatNumber(x: number | null): string {
   if (x === null) return "";
   const r = roundFigure(x)!;
@@ -597,9 +603,9 @@ function formatNumber(x: number | null): string {
 export function ratioTable(lines: readonly BenchLine[]): string {
   const sorted = [...lines].sort((a, b) =>
     workloadRank(a.workload) - workloadRank(b.workload) || a.workload.localeCompare(b.workload) ||
-    a.runtime.localeCompare(b.runtime) ||
+    runtimeRank(a.runtime) - runtimeRank(b.runtime) ||
     (a.store === REFERENCE_STORE ? -1 : b.store === REFERENCE_STORE ? 1 : a.store.localeCompare(b.store)));
-  const header = ["workload", "runtime", "store", "n", "value B", "ops/s", "MB/s", "ms", "p99 ms", "peak RSS MB", "disk MB", "B/key", "runs", "segstore ÷ store"];
+  const header = ["workload", "runtime", "store", "n", "value B", "ops/s", "MB/s", "ms", "p50 ms", "p99 ms", "peak RSS MB", "disk MB", "B/key", "runs", "segstore ÷ store"];
   const rows: string[][] = [];
   for (const line of sorted) {
     const reference = lines.find((l) => l.store === REFERENCE_STORE && l.workload === line.workload && l.runtime === line.runtime);
@@ -612,7 +618,7 @@ export function ratioTable(lines: readonly BenchLine[]): string {
     } else if (!reference) ratio = "no segstore figure";
     rows.push([
       line.workload, line.runtime, line.store, formatNumber(line.n), formatNumber(line.value_bytes),
-      formatNumber(line.ops_per_s), formatNumber(line.mb_per_s), formatNumber(line.ms), formatNumber(line.p99_ms),
+      formatNumber(line.ops_per_s), formatNumber(line.mb_per_s), formatNumber(line.ms), formatNumber(line.p50_ms), formatNumber(line.p99_ms),
       formatNumber(line.peak_rss_mb), formatNumber(line.disk_mb), formatNumber(line.bytes_per_key), String(line.runs), ratio,
     ]);
   }

@@ -27,7 +27,7 @@
 // environment) and its lines are taken as they are.
 import { spawn, execFileSync } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync, readdirSync, rmdirSync } from "node:fs";
-import { cpus } from "node:os";
+import { cpus, loadavg } from "node:os";
 import { join, dirname } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 
@@ -241,6 +241,8 @@ const failures = [];
 const skipped = new Set();
 const plainDone = new Set();
 const startedAt = new Date();
+/** The machine is shared: the load before we started says how quiet it was. */
+const loadAtStart = loadavg()[0];
 
 for (const workload of options.workloads) {
   for (const entry of REGISTRY.filter((e) => e.workloads.includes(workload))) {
@@ -298,7 +300,7 @@ function provenance() {
   const cpu = cpus();
   const date = startedAt.toISOString().slice(0, 16).replace("T", " ") + " UTC";
   return `Measured ${date} with \`${command}\`: ${cpu.length} × ${cpu[0]?.model ?? "cpu"}, node ${process.version}, ${deno}, ` +
-    `filesystem ${fsTypeOf(ROOT)}. Figures are medians of the runs column; MB = MiB; ratio = segstore ÷ store ` +
+    `filesystem ${fsTypeOf(ROOT)}, load average ${loadAtStart.toFixed(2)} at start. Figures are medians of the runs column; MB = MiB; ratio = segstore ÷ store ` +
     `(above 1: segstore faster; for ms rows, above 1: segstore slower).`;
 }
 
