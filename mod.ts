@@ -20,6 +20,8 @@ export {
   MAX_OBJECT_SIZE, KEY_SIZE,
 } from "./src/format.ts";
 export { FsError } from "./src/fs.ts";
+export { contentId } from "./src/contentid.ts";
+export type { BlobInfo, BlobPathSource, BlobSource, OpenBlobOptions } from "./src/blobs.ts";
 export type { FileSystem, File } from "./src/fs.ts";
 
 /**

@@ -61,6 +61,29 @@ export class StorePaths {
   blobDir(idHex: string): string { return joinPath(this.blobs, idHex.slice(0, 2)); }
   /** blobs/<xx>/<id-hex>.<serial> */
   blob(idHex: string, serial: bigint | number): string { return joinPath(this.blobDir(idHex), `${idHex}.${serial}`); }
+  /**
+   * blobs/<xx>/<id-hex>.<nonce>.tmp: where a blob is written before its
+   * commit renames it to `blob(idHex, serial)`, in the same directory so the
+   * rename needs one directory sync. The nonce keeps two uploads of one id apart.
+   */
+  blobTemp(idHex: string, nonce: string): string { return joinPath(this.blobDir(idHex), `${idHex}.${nonce}${TEMP_SUFFIX}`); }
+}
+
+/** What a name inside blobs/<xx>/ is: a blob file, a blob temp file, or something else (undefined). */
+export type BlobName = { kind: "blob"; idHex: string; serial: bigint } | { kind: "temp"; idHex: string };
+
+/**
+ * Parses a file name inside blobs/<xx>/ as `StorePaths.blob` and
+ * `StorePaths.blobTemp` build them; undefined for any other name.
+ *
+ * @example
+ * parseBlobName("ab…(64 hex).7")  // { kind: "blob", idHex: "ab…", serial: 7n }
+ */
+export function parseBlobName(name: string): BlobName | undefined {
+  const m = /^([0-9a-f]{64})\.(?:(\d{1,20})|([0-9a-z]{1,32})\.tmp)$/.exec(name);
+  if (m === null) return undefined;
+  if (m[2] !== undefined) return { kind: "blob", idHex: m[1], serial: BigInt(m[2]) };
+  return { kind: "temp", idHex: m[1] };
 }
 
 /** Parses "index.N" / "hints.N" names; undefined for anything else. */

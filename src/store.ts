@@ -67,6 +67,9 @@ import {
   checkKey, commitTxid, deleteKilledSegment, listSegments, SegmentFiles, SegmentScanner, SegmentWriter, storageError,
 } from "./segments.ts";
 import { acquireStoreLock, type LockOwner } from "./storelock.ts";
+import {
+  blobFilesOf, blobPath, openBlob, putBlob, sweepBlobFiles, type BlobInfo, type BlobSource, type OpenBlobOptions,
+} from "./blobs.ts";
 import { UndoLog } from "./undolog.ts";
 import { crc32, WasmCore } from "./wasm.ts";
 
@@ -293,6 +296,7 @@ export class Store {
     this.files = new SegmentFiles(this.fs, this.paths, path);
     try {
       this.openRecover();
+      if (!this.readOnly) sweepBlobFiles(this); // blobs.ts: temp files and blob files no committed record names
     } catch (e) {
       this.files.closeAll();
       this.lockFile.close();
@@ -617,7 +621,8 @@ export class Store {
 
   /** Points `key` at a new PUT or BLOB record; `size` carries INDEX_BLOB_FLAG for blobs. */
   private applyPut(key: Uint8Array, segment: number, offset: number, size: number): void {
-    const replaced = this.index.set(key, segment, offset, size);
+    // `x | INDEX_BLOB_FLAG` is a negative int32 in JS: make it the u32 the index stores.
+    const replaced = this.index.set(key, segment, offset, size >>> 0);
     if (replaced) {
       const { oldSegment, oldOffset, oldSize } = this.index;
       this.undo.push(key, true, oldSegment, oldOffset, oldSize);
@@ -852,6 +857,7 @@ export class Store {
     this.writeGuard(() => {
       const entry = this.index.lookup(id);
       if (entry >= 0) {
+        if (this.index.sizeAt(entry) & INDEX_BLOB_FLAG) blobFilesOf(this).replacing(id); // its file goes after the commit
         // Invariant 3: the old version's segment gets a DELETE naming it.
         const killed = this.index.segmentAt(entry);
         const place = writer.appendDelete(id, killed);
@@ -873,6 +879,7 @@ export class Store {
     checkKey(id);
     const entry = this.index.lookup(id);
     if (entry < 0) return false;
+    if (this.index.sizeAt(entry) & INDEX_BLOB_FLAG) blobFilesOf(this).replacing(id); // its file goes after the commit
     const killed = this.index.segmentAt(entry);
     this.writeGuard(() => {
       const place = writer.appendDelete(id, killed);
@@ -1262,6 +1269,69 @@ export class Store {
 
   // -------------------------------------------------------------------------
   // Blobs: putBlob, openBlob, blobPath (implemented in src/blobs.ts)
+
+  /**
+   * Stores a blob under `id` in the open transaction: the bytes of a
+   * ReadableStream or AsyncIterable of Uint8Array (written to a temp file
+   * chunk by chunk as they arrive, never held whole), or of a file
+   * (`{ path }` copies it; `{ path, move: true }` renames it into the store,
+   * copying across filesystems). Resolves with the length, the BLAKE3-256
+   * hash and the serial once the bytes are durable in the temp file and the
+   * BLOB record is appended; `commit()` renames the file into place.
+   *
+   * Errors (nothing is left behind, the transaction is as before): TypeError
+   * (an id that is not 32 bytes, a bad source or chunk), NotFoundError (no
+   * such source file), StorageError (ENOSPC, EIO...), the source's own error,
+   * StateError EBUSY (the transaction ended while streaming: await putBlob
+   * before commit) or ECLOSED / EREADONLY / EFAILED.
+   *
+   * @example
+   * await store.putBlob(id, file.readable);                 // a stream
+   * await store.putBlob(id2, { path: "/tmp/upload", move: true });
+   * store.commit();
+   */
+  putBlob(id: Uint8Array, source: BlobSource): Promise<BlobInfo> {
+    try {
+      this.checkWritable();
+      checkKey(id);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    return putBlob(this, id, source);
+  }
+
+  /**
+   * A stream of the blob stored under `id`, read in 1 MiB chunks, or
+   * undefined when `id` holds no blob (absent, or a plain value). By default
+   * the length and the BLAKE3 hash are verified before the last chunk is
+   * delivered; a mismatch errors the stream with IntegrityError naming the
+   * file. The file is opened now: a later delete does not disturb the
+   * reader. Cancel the stream (or read it to the end) to close the file.
+   *
+   * @example
+   * const stream = store.openBlob(id);               // ReadableStream<Uint8Array> | undefined
+   * const stream2 = store.openBlob(id, { verify: false });
+   */
+  openBlob(id: Uint8Array, options?: OpenBlobOptions): ReadableStream<Uint8Array> | undefined {
+    this.checkOpen();
+    checkKey(id);
+    return openBlob(this, id, options);
+  }
+
+  /**
+   * The path of the file holding the blob stored under `id`, or undefined
+   * when `id` holds no blob. For a blob put in the open transaction it is
+   * the temp file, renamed when the transaction commits. Read it, never
+   * write it; it is removed once a commit replaces or deletes the blob.
+   *
+   * @example
+   * store.blobPath(id) // "./data/blobs/3f/3fa9…e1.12"
+   */
+  blobPath(id: Uint8Array): string | undefined {
+    this.checkOpen();
+    checkKey(id);
+    return blobPath(this, id);
+  }
 
   // -------------------------------------------------------------------------
   // check and repair (implemented in src/check.ts)
