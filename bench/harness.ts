@@ -42,7 +42,12 @@ export type Runtime = "node" | "deno";
 /** The runtime this process is, for the `runtime` field and for picking cases. */
 export const RUNTIME: Runtime = (globalThis as { Deno?: unknown }).Deno !== undefined ? "deno" : "node";
 
-/** A monotonic clock in milliseconds (sub-millisecond resolution in both runtimes). */
+/**
+ * A monotonic clock in milliseconds (sub-millisecond resolution in both runtimes).
+ *
+ * @example
+ * const t = nowMs(); work(); const elapsedMs = nowMs() - t;
+ */
 export function nowMs(): number {
   return performance.now();
 }
@@ -51,6 +56,9 @@ export function nowMs(): number {
  * Wall-clock milliseconds since the epoch with sub-millisecond resolution:
  * comparable across processes, so a child can measure from the instant its
  * parent spawned it (W5).
+ *
+ * @example
+ * const msSinceSpawn = epochMs() - Number(process.env[SPAWN_EPOCH_ENV]);
  */
 export function epochMs(): number {
   return performance.timeOrigin + performance.now();
@@ -200,6 +208,9 @@ export const MB = 1024 * 1024;
  * /proc/self/status (Linux; the kernel's own high-water mark, right in both
  * runtimes and unaffected by how often we sample); elsewhere falls back to
  * the current RSS, which is a lower bound.
+ *
+ * @example
+ * benchLine({ workload: "W1", store: "lmdb", peak_rss_mb: peakRssMb() })
  */
 export function peakRssMb(): number {
   try {
@@ -216,6 +227,9 @@ export function peakRssMb(): number {
  * Bytes a directory tree occupies on disk, as `du` counts them (allocated
  * 512-byte blocks, so sparse files count what they use), in MB. A missing
  * path counts 0.
+ *
+ * @example
+ * diskUsageMb(".bench-data/W1-lmdb/run-1") // 49.9
  */
 export function diskUsageMb(path: string): number {
   let bytes = 0;
@@ -320,7 +334,12 @@ export function roundFigure(x: number | null): number | null {
   return Number(x.toPrecision(3));
 }
 
-/** One JSON line, fields in LINE_FIELDS order, figures rounded. */
+/**
+ * One JSON line, fields in LINE_FIELDS order, figures rounded.
+ *
+ * @example
+ * console.log(formatLine(benchLine({ workload: "W4", store: "fs-limit", ops_per_s: 6200.4 })));
+ */
 export function formatLine(line: BenchLine): string {
   const out: Record<string, unknown> = {};
   for (const f of LINE_FIELDS) {
@@ -330,7 +349,12 @@ export function formatLine(line: BenchLine): string {
   return JSON.stringify(out);
 }
 
-/** Prints lines on stdout, one JSON object per line: what the orchestrator collects. */
+/**
+ * Prints lines on stdout, one JSON object per line: what the orchestrator collects.
+ *
+ * @example
+ * emitLines([benchLine({ workload: "core-crc", store: "wasm", mb_per_s: 5000 })]);
+ */
 export function emitLines(lines: readonly BenchLine[]): void {
   for (const line of lines) console.log(formatLine(line));
 }
@@ -371,7 +395,12 @@ export function medianLines(runs: readonly (readonly BenchLine[])[]): BenchLine[
   return merged;
 }
 
-/** Parses the JSON lines of a child's stdout that look like results; other text is ignored. */
+/**
+ * Parses the JSON lines of a child's stdout that look like results; other text is ignored.
+ *
+ * @example
+ * parseLines('starting\n{"workload":"W1","store":"lmdb","ops_per_s":1}\n') // one line, other fields null
+ */
 export function parseLines(stdout: string): BenchLine[] {
   const lines: BenchLine[] = [];
   for (const text of stdout.split("\n")) {
@@ -467,7 +496,12 @@ export interface ChildArgs {
   dir?: string;
 }
 
-/** Parses a bench child's argv (see the protocol at the top of this file). */
+/**
+ * Parses a bench child's argv (see the protocol at the top of this file).
+ *
+ * @example
+ * parseChildArgs(["--case", "W3/lmdb", "--phase", "prepare", "--dir", "d"]) // { caseName: "W3/lmdb", phase: "prepare", dir: "d", ... }
+ */
 export function parseChildArgs(argv: readonly string[]): ChildArgs {
   const args: ChildArgs = { list: false, quick: false, phase: "run" };
   for (let i = 0; i < argv.length; i++) {
@@ -561,7 +595,12 @@ async function benchMainCase(cases: readonly BenchCase[], argv: readonly string[
 /** The store every other row is compared with. */
 export const REFERENCE_STORE = "segstore";
 
-/** The figure a row is ranked by: throughput where there is one, else latency. */
+/**
+ * The figure a row is ranked by: throughput where there is one, else latency.
+ *
+ * @example
+ * headlineOf(w5line) // { value: 79.5, unit: "ms", higherIsBetter: false }
+ */
 export function headlineOf(line: BenchLine): { value: number; unit: string; higherIsBetter: boolean } | undefined {
   if (line.ops_per_s !== null) return { value: line.ops_per_s, unit: "ops/s", higherIsBetter: true };
   if (line.mb_per_s !== null) return { value: line.mb_per_s, unit: "MB/s", higherIsBetter: true };
