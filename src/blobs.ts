@@ -16,9 +16,13 @@
  *   running offset (small chunks are gathered into BLOB_WRITE_BUFFER_SIZE
  *   first), so the next chunk is asked for only once the last one is in the
  *   page cache: a ReadableStream is read with a reader, one chunk at a time
- *   (backpressure). Reading is a ReadableStream whose `pull` does one
- *   synchronous `File.read` of BLOB_READ_CHUNK_SIZE; with the default high
- *   water mark of 1 the stream holds at most one chunk ahead of its reader.
+ *   (backpressure). Reading is a byte stream (`type: "bytes"`) whose `pull`
+ *   does one synchronous `File.read` straight into the reader's buffer: a
+ *   BYOB reader (`getReader({ mode: "byob" })`) gets its own buffer back,
+ *   filled, so a 4 GiB read allocates nothing and memory stays flat; a
+ *   default reader gets fresh BLOB_READ_CHUNK_SIZE buffers (the stream
+ *   allocates them), which the garbage collector reclaims in its own time.
+ *   Nothing is read ahead of a pending read (high water mark 0).
  * - The hash is BLAKE3-256 (hash-wasm, `contentid.ts`), computed while the
  *   bytes stream past, one hasher per putBlob and per openBlob.
  * - A blob is written to `blobs/<xx>/<id-hex>.<nonce>.tmp` (same directory
@@ -739,19 +743,24 @@ function openBlobStream(store: Store, file: File, path: string, total: number, h
     closed = true;
     file.close();
   };
-  return new ReadableStream<Uint8Array>({
+  // A byte stream: a BYOB reader's buffer is filled in place (no allocation per chunk); a default reader gets
+  // buffers of BLOB_READ_CHUNK_SIZE allocated by the stream (autoAllocateChunkSize), so byobRequest is always set.
+  return new ReadableStream({
+    type: "bytes",
+    autoAllocateChunkSize: BLOB_READ_CHUNK_SIZE,
     async start() {
       if (hash !== undefined) hasher = await createContentHasher();
     },
     pull(controller) {
+      const request = controller.byobRequest!;
+      assert(request !== null && request.view !== null, "byte stream pull has a BYOB request");
       try {
-        const want = Math.min(BLOB_READ_CHUNK_SIZE, total - position);
-        let chunk: Uint8Array | undefined;
+        const view = new Uint8Array(request.view.buffer, request.view.byteOffset, request.view.byteLength);
+        const want = Math.min(view.length, total - position);
+        let n = 0;
         if (want > 0) {
-          chunk = new Uint8Array(want);
-          let n: number;
           try {
-            n = file.read(chunk, position);
+            n = file.read(view.subarray(0, want), position);
           } catch (e) {
             throw storageError(e, store.path, path, "openBlob: read", position);
           }
@@ -760,22 +769,27 @@ function openBlobStream(store: Store, file: File, path: string, total: number, h
               store: store.path, file: path, offset: position + n,
             });
           }
-          hasher?.update(chunk);
+          hasher?.update(view.subarray(0, n));
           position += n;
         }
         if (position < total) {
-          controller.enqueue(chunk!);
+          request.respond(n);
           return;
         }
-        // The end: verify before the last chunk goes out, so a reader never sees a complete stream of bad bytes.
+        // The end: verify before the last bytes go out, so a reader never sees a complete stream of bad bytes.
         if (hasher !== undefined && !bytesEqual(contentHasherDigest(hasher), hash!)) {
           throw new IntegrityError(`blob file ${path} does not match its BLAKE3 hash (${total} bytes read): the file is damaged`, {
             store: store.path, file: path,
           });
         }
         closeFile();
-        if (chunk !== undefined) controller.enqueue(chunk);
-        controller.close();
+        if (n > 0) {
+          request.respond(n);
+          controller.close();
+        } else {
+          controller.close();
+          request.respond(0); // hands a BYOB reader its buffer back with done: true
+        }
       } catch (e) {
         closeFile();
         controller.error(e);

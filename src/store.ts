@@ -1301,16 +1301,19 @@ export class Store {
   }
 
   /**
-   * A stream of the blob stored under `id`, read in 1 MiB chunks, or
-   * undefined when `id` holds no blob (absent, or a plain value). By default
-   * the length and the BLAKE3 hash are verified before the last chunk is
-   * delivered; a mismatch errors the stream with IntegrityError naming the
-   * file. The file is opened now: a later delete does not disturb the
-   * reader. Cancel the stream (or read it to the end) to close the file.
+   * A byte stream of the blob stored under `id`, or undefined when `id`
+   * holds no blob (absent, or a plain value). A default reader gets 1 MiB
+   * chunks; a BYOB reader (`getReader({ mode: "byob" })`) has its own
+   * buffer filled in place, which keeps memory flat for any size. By
+   * default the length and the BLAKE3 hash are verified before the last
+   * bytes are delivered; a mismatch errors the stream with IntegrityError
+   * naming the file. The file is opened now: a later delete does not
+   * disturb the reader. Cancel the stream (or read it to the end) to close
+   * the file.
    *
    * @example
-   * const stream = store.openBlob(id);               // ReadableStream<Uint8Array> | undefined
-   * const stream2 = store.openBlob(id, { verify: false });
+   * for await (const chunk of store.openBlob(id)!) sink.write(chunk);
+   * const reader = store.openBlob(id, { verify: false })!.getReader({ mode: "byob" });
    */
   openBlob(id: Uint8Array, options?: OpenBlobOptions): ReadableStream<Uint8Array> | undefined {
     this.checkOpen();

@@ -488,6 +488,58 @@ each("a put or delete of a blob put earlier in the same transaction removes its 
   store.close();
 });
 
+each("openBlob() is a byte stream: a BYOB reader's one buffer is filled in place, verified at the end; an empty blob ends at once", async (c) => {
+  const data = bytesOf(MiB + 4321, 13);
+  const store = openStore(c, { create: true });
+  await store.putBlob(key(1), streamOf(data));
+  await store.putBlob(key(2), streamOf(new Uint8Array(0)));
+  store.commit();
+  const reader = store.openBlob(key(1))!.getReader({ mode: "byob" });
+  let buf = new Uint8Array(100_000);
+  const firstBuffer = buf.buffer;
+  const out = new Uint8Array(data.length);
+  let at = 0;
+  let reads = 0;
+  for (;;) {
+    const { done, value } = await reader.read(buf);
+    if (done) break;
+    assert.ok(value!.length <= 100_000);
+    out.set(value!, at);
+    at += value!.length;
+    reads++;
+    buf = new Uint8Array(value!.buffer); // the same memory, handed back (transferred) by the stream
+  }
+  assert.is(at, data.length);
+  assert.ok(equalBytes(out, data));
+  assert.is(reads, Math.ceil(data.length / 100_000));
+  assert.is(buf.byteLength, firstBuffer.byteLength, "one buffer went round");
+  const empty = store.openBlob(key(2))!.getReader({ mode: "byob" });
+  const r = await empty.read(new Uint8Array(16));
+  assert.is(r.done, true);
+  assert.equal(await readAll(store.openBlob(key(2))!), new Uint8Array(0));
+  // A damaged blob errors a BYOB reader too, before its last bytes.
+  const path = store.blobPath(key(1))!;
+  if (c.fs instanceof FaultyFs) c.fs.flipBit(path, 5);
+  else {
+    const d = readFileFs(c.fs, path);
+    d[5] ^= 1;
+    writeFileFs(c.fs, path, d);
+  }
+  const bad = store.openBlob(key(1))!.getReader({ mode: "byob" });
+  let got = 0;
+  await rejects((async () => {
+    let b = new Uint8Array(MiB);
+    for (;;) {
+      const { done, value } = await bad.read(b);
+      if (done) break;
+      got += value!.length;
+      b = new Uint8Array(value!.buffer);
+    }
+  })(), (e) => e instanceof IntegrityError, "damaged, BYOB");
+  assert.is(got, MiB, "the first MiB was delivered, the last bytes held back");
+  store.close();
+});
+
 each("an open blob stream keeps reading after a delete and commit removed the file", async (c) => {
   const data = bytesOf(3 * MiB, 7);
   const store = openStore(c, { create: true });
