@@ -37,3 +37,46 @@ export type { FileSystem, File } from "./src/fs.ts";
 export function open(path: string, options: OpenOptions = {}): Store {
   return Store.open(path, { ...options, fs: options.fs ?? runtimeFs });
 }
+
+export type { ConnectOptions, RemoteStore } from "./src/net/client.ts";
+export type { ServeOptions, ServerHandle, ServerStats } from "./src/net/server.ts";
+
+/**
+ * Connects to a segstore server (`segstore serve`, or `serve()`) at `url`
+ * ("tcp://HOST:PORT" or "unix:/path") and returns a RemoteStore: the
+ * methods of Store, async. The network code is loaded on first use, so
+ * programs that only `open()` never load it.
+ *
+ * @example
+ * const remote = await connect("tcp://127.0.0.1:7070", { token, cacheDir: "/var/cache/segstore" });
+ * await remote.put(id, bytes);
+ * await remote.commit();
+ * await remote.close();
+ */
+export async function connect(
+  url: string,
+  options: import("./src/net/client.ts").ConnectOptions = {},
+): Promise<import("./src/net/client.ts").RemoteStore> {
+  const client = await import("./src/net/client.ts");
+  return client.connect(url, { ...options, fs: options.fs ?? runtimeFs });
+}
+
+/**
+ * Serves an open store to clients at `options.listen` ("tcp://HOST:PORT",
+ * which needs `options.token`, or "unix:/path"). The store stays the
+ * caller's: close the server, then the store.
+ *
+ * @example
+ * const store = open("./data", { create: true });
+ * const server = await serve(store, { listen: "unix:/tmp/segstore.sock" });
+ * // ...
+ * await server.close();
+ * store.close();
+ */
+export async function serve(
+  store: Store,
+  options: import("./src/net/server.ts").ServeOptions,
+): Promise<import("./src/net/server.ts").ServerHandle> {
+  const server = await import("./src/net/server.ts");
+  return server.serve(store, options);
+}

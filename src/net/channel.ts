@@ -1,0 +1,290 @@
+/**
+ * A framed message channel over one socket connection (a `Connection` of
+ * web streams from the adapter), used by the server and the client alike.
+ *
+ * Map: `Channel` (reading: frames → msgpack → `onMessage`; writing: small
+ * messages batched into one socket write per turn of the event loop, big
+ * frames written as they are; backpressure both ways; closing).
+ *
+ * Backpressure:
+ * - Reading: `onMessage` may return a promise; the channel reads nothing
+ *   more (and the adapter stops reading the socket once its queue is full)
+ *   until it settles. The server uses this to stop a client that has too
+ *   many calls in flight or too much unread output.
+ * - Writing: `queuedBytes` counts what is queued but not yet handed to the
+ *   kernel; `whenDrained()` resolves once it falls under
+ *   OUTPUT_LOW_WATER_BYTES; `sendFrame()` resolves once its frame is
+ *   written, so a blob sender reads its source only as the socket drains.
+ */
+import type { Connection } from "../fs.ts";
+import { assert } from "../format.ts";
+import {
+  type Codec, createCodec, decodePayload, FRAME_HEADER_SIZE, FRAME_SIZE_MAX, FrameReader, protocolError, writeFrameHeader,
+} from "./protocol.ts";
+
+/**
+ * Bytes of small messages gathered into one socket write: many replies to
+ * pipelined calls leave in one write instead of one each.
+ */
+export const BATCH_BYTES = 64 * 1024;
+/** A message bigger than this skips the batch and is written on its own. */
+const BATCH_MESSAGE_MAX = BATCH_BYTES / 4;
+/** Batch buffers kept for reuse once written (each BATCH_BYTES). */
+const BATCH_POOL_MAX = 4;
+/** `whenDrained()` resolves once queued output falls to this many bytes. */
+export const OUTPUT_LOW_WATER_BYTES = 1024 * 1024;
+/** Queued output above which a sender should wait for `whenDrained()` (the server stops reading such a client). */
+export const OUTPUT_HIGH_WATER_BYTES = 8 * 1024 * 1024;
+
+/** What the owner of a channel hears. */
+export interface ChannelHandlers {
+  /**
+   * One decoded message. Byte strings in it are views into a socket
+   * buffer: copy what you keep. Return a promise to pause reading until it
+   * settles.
+   */
+  onMessage(value: unknown): void | Promise<void>;
+  /** The peer half-closed (sent all it will); default: `end()` at once. */
+  onReadEnd?(): void;
+  /** A frame or msgpack error while reading; the channel then flushes what is queued and closes. */
+  onReadError?(error: Error): void;
+  /** Called once when the channel has closed: `error` is undefined for a clean end by either side. */
+  onClose(error: Error | undefined): void;
+}
+
+interface Outgoing {
+  buf: Uint8Array;
+  /** The pooled batch buffer `buf` is a view of, returned to the pool once written. */
+  pooled?: Uint8Array;
+  done?: () => void;
+  fail?: (e: Error) => void;
+}
+
+/**
+ * A connection speaking segstore frames.
+ *
+ * @example
+ * const ch = new Channel(conn, { onMessage: (m) => console.log(m), onClose: () => {} });
+ * ch.start();
+ * ch.send([1, "get", [id]]);
+ */
+export class Channel {
+  readonly remote: string;
+  readonly codec: Codec;
+  #conn: Connection;
+  #handlers: ChannelHandlers;
+  #frames: FrameReader;
+  #writer: WritableStreamDefaultWriter<Uint8Array>;
+  #batch: Uint8Array | undefined;
+  #batchPos = 0;
+  #flushScheduled = false;
+  #pool: Uint8Array[] = [];
+  #queue: Outgoing[] = [];
+  #queuedBytes = 0;
+  #pumping = false;
+  #drainWaiters: (() => void)[] = [];
+  #closed = false;
+  #closeError: Error | undefined;
+  #ending = false;
+  #frameSizeMax: number;
+
+  constructor(conn: Connection, handlers: ChannelHandlers, frameSizeMax: number = FRAME_SIZE_MAX) {
+    this.#conn = conn;
+    this.remote = conn.remote;
+    this.#handlers = handlers;
+    this.#frameSizeMax = frameSizeMax;
+    this.#frames = new FrameReader(frameSizeMax);
+    this.codec = createCodec(frameSizeMax);
+    this.#writer = conn.writable.getWriter();
+    // A write that fails closes the channel through #pump; keep the writer's own rejection from going unhandled.
+    this.#writer.closed.catch(() => {});
+  }
+
+  /** Starts reading. Call once the handlers are ready for messages. */
+  start(): void {
+    void this.#readLoop();
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** Bytes queued for the socket and not yet written. */
+  get queuedBytes(): number {
+    return this.#queuedBytes;
+  }
+
+  /** Resolves once queued output has fallen to OUTPUT_LOW_WATER_BYTES (at once if it is there already, or closed). */
+  whenDrained(): Promise<void> {
+    if (this.#queuedBytes <= OUTPUT_LOW_WATER_BYTES || this.#closed) return Promise.resolve();
+    return new Promise((resolve) => this.#drainWaiters.push(resolve));
+  }
+
+  /**
+   * Queues one message (encoded now, so the caller may reuse what it
+   * passed). Dropped silently once the channel is closed: the owner learns
+   * of the close through `onClose`.
+   */
+  send(message: unknown): void {
+    if (this.#closed || this.#ending) return;
+    const bytes = this.codec.encoder.encodeSharedRef(message);
+    if (bytes.length > this.#frameSizeMax) {
+      throw new RangeError(`segstore protocol: a message of ${bytes.length} bytes is over the frame limit of ${this.#frameSizeMax}`);
+    }
+    const n = FRAME_HEADER_SIZE + bytes.length;
+    if (bytes.length > BATCH_MESSAGE_MAX) {
+      this.#flushBatch();
+      const frame = new Uint8Array(n);
+      writeFrameHeader(frame, 0, bytes.length);
+      frame.set(bytes, FRAME_HEADER_SIZE);
+      this.#enqueue({ buf: frame });
+      return;
+    }
+    if (this.#batch === undefined || this.#batchPos + n > this.#batch.length) {
+      this.#flushBatch();
+      this.#batch = this.#pool.pop() ?? new Uint8Array(BATCH_BYTES);
+      this.#batchPos = 0;
+    }
+    writeFrameHeader(this.#batch, this.#batchPos, bytes.length);
+    this.#batch.set(bytes, this.#batchPos + FRAME_HEADER_SIZE);
+    this.#batchPos += n;
+    this.#queuedBytes += n;
+    if (!this.#flushScheduled) {
+      this.#flushScheduled = true;
+      queueMicrotask(() => {
+        this.#flushScheduled = false;
+        this.#flushBatch();
+      });
+    }
+  }
+
+  /**
+   * Queues a frame built by the caller (length prefix included: see
+   * `writeChunkHeader`), after everything sent before it. Resolves once it
+   * has been handed to the kernel, when `frame` may be reused; rejects if
+   * the channel closes first.
+   */
+  sendFrame(frame: Uint8Array): Promise<void> {
+    if (this.#closed || this.#ending) return Promise.reject(this.#closedError());
+    this.#flushBatch();
+    return new Promise((resolve, reject) => this.#enqueue({ buf: frame, done: resolve, fail: reject }));
+  }
+
+  /** Writes what is queued, then closes. Messages sent after this are dropped. */
+  async end(): Promise<void> {
+    if (this.#closed || this.#ending) return;
+    this.#flushBatch();
+    this.#ending = true;
+    if (this.#queue.length > 0 || this.#pumping) {
+      await new Promise<void>((resolve) => this.#drainWaiters.push(resolve));
+      while (this.#queue.length > 0 && !this.#closed) await new Promise<void>((resolve) => this.#drainWaiters.push(resolve));
+    }
+    this.close();
+  }
+
+  /** Closes both directions now; queued output is dropped. Idempotent. */
+  close(error?: Error): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#closeError = error;
+    try {
+      this.#conn.close();
+    } catch {
+      // already closed by the peer
+    }
+    const pending = this.#queue.splice(0);
+    this.#queuedBytes = 0;
+    for (const item of pending) item.fail?.(this.#closedError());
+    for (const w of this.#drainWaiters.splice(0)) w();
+    this.#handlers.onClose(error);
+  }
+
+  #closedError(): Error {
+    return new Error(`connection ${this.remote} is closed${this.#closeError ? `: ${this.#closeError.message}` : ""}`);
+  }
+
+  #flushBatch(): void {
+    if (this.#batch === undefined || this.#batchPos === 0) return;
+    const batch = this.#batch;
+    const used = this.#batchPos;
+    this.#batch = undefined;
+    this.#batchPos = 0;
+    // Already counted in #queuedBytes by send().
+    this.#queue.push({ buf: batch.subarray(0, used), pooled: batch });
+    this.#startPump();
+  }
+
+  #enqueue(item: Outgoing): void {
+    this.#queuedBytes += item.buf.length;
+    this.#queue.push(item);
+    this.#startPump();
+  }
+
+  #startPump(): void {
+    if (this.#pumping || this.#closed) return;
+    this.#pumping = true;
+    void this.#pump();
+  }
+
+  async #pump(): Promise<void> {
+    try {
+      while (this.#queue.length > 0 && !this.#closed) {
+        const item = this.#queue[0]!;
+        try {
+          await this.#writer.write(item.buf);
+        } catch (e) {
+          this.close(e instanceof Error ? e : new Error(String(e)));
+          return;
+        }
+        this.#queue.shift();
+        this.#queuedBytes -= item.buf.length;
+        assert(this.#queuedBytes >= 0, "queued output bytes stay non-negative");
+        if (item.pooled !== undefined && this.#pool.length < BATCH_POOL_MAX) this.#pool.push(item.pooled);
+        item.done?.();
+        if (this.#queuedBytes <= OUTPUT_LOW_WATER_BYTES && this.#drainWaiters.length > 0) {
+          for (const w of this.#drainWaiters.splice(0)) w();
+        }
+      }
+    } finally {
+      this.#pumping = false;
+    }
+    if (this.#drainWaiters.length > 0 && this.#queue.length === 0) for (const w of this.#drainWaiters.splice(0)) w();
+  }
+
+  async #readLoop(): Promise<void> {
+    const reader = this.#conn.readable.getReader();
+    try {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done || this.#closed) break;
+        const payloads = this.#frames.push(value);
+        for (const payload of payloads) {
+          const message = decodePayload(this.codec, payload);
+          const pause = this.#handlers.onMessage(message);
+          if (pause !== undefined) await pause;
+          if (this.#closed) return;
+        }
+      }
+      if (this.#closed) return;
+      if (!this.#frames.idle) throw protocolError(`connection ${this.remote} ended in the middle of a frame`);
+      // The peer half-closed: the owner answers what is in flight, then ends the channel.
+      if (this.#handlers.onReadEnd !== undefined) this.#handlers.onReadEnd();
+      else await this.end();
+    } catch (e) {
+      if (this.#closed) return;
+      const error = e instanceof Error ? e : new Error(String(e));
+      if ((error as { code?: string }).code === "EPROTOCOL") {
+        this.#handlers.onReadError?.(error);
+        await this.end();
+        return;
+      }
+      this.close(error);
+    } finally {
+      try {
+        reader.releaseLock();
+      } catch {
+        // a pending read after close: nothing to release
+      }
+    }
+  }
+}

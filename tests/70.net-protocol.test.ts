@@ -1,0 +1,276 @@
+/**
+ * The wire protocol without sockets: frame splitting at every boundary,
+ * length limits checked before allocation, msgpack decode limits, the
+ * hand-built chunk frame, errors rebuilt as the same class, and a fuzz with
+ * a contract (arbitrary bytes give protocol errors only, and the reader and
+ * codec still work afterwards). Also the ChunkQueue hand-off and the
+ * serial table the vote relies on.
+ */
+import { test } from "uvu";
+import * as assert from "uvu/assert";
+import { encode } from "@msgpack/msgpack";
+import {
+  ConflictError, IntegrityError, LockedError, NotFoundError, SegstoreError, StateError, StorageError, StoreFormatError,
+} from "../src/format.ts";
+import { FsError } from "../src/fs.ts";
+import { ChunkQueue } from "../src/net/chunkqueue.ts";
+import {
+  chunkHeaderSize, createCodec, decodePayload, errorFromWire, errorToWire, FRAME_SIZE_MAX, FrameReader, keyBytes,
+  keyString, parseCall, UPLOAD_NAME_PATTERN, uploadName, writeChunkHeader, writeFrameHeader,
+} from "../src/net/protocol.ts";
+import { SerialTable } from "../src/net/serials.ts";
+
+function frame(payload: Uint8Array): Uint8Array {
+  const out = new Uint8Array(4 + payload.length);
+  writeFrameHeader(out, 0, payload.length);
+  out.set(payload, 4);
+  return out;
+}
+
+function concat(parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
+
+function isCode(code: string) {
+  return (e: unknown) => e instanceof SegstoreError && e.code === code;
+}
+
+test("FrameReader returns the same frames whatever the chunk boundaries", () => {
+  const codec = createCodec();
+  const messages = [[1, "get", [new Uint8Array(32).fill(7)]], [2, "list", []], [0, "uploadChunk", [3, new Uint8Array(5000).fill(9)]], [3, "vote", []]];
+  const stream = concat(messages.map((m) => frame(encode(m, { useBigInt64: true }))));
+  for (let cut1 = 0; cut1 <= stream.length; cut1 += 7) {
+    for (const cut2 of [cut1, Math.min(stream.length, cut1 + 1), Math.min(stream.length, cut1 + 3), stream.length]) {
+      const reader = new FrameReader();
+      const got = [
+        ...reader.push(stream.subarray(0, cut1)),
+        ...reader.push(stream.subarray(cut1, cut2)),
+        ...reader.push(stream.subarray(cut2)),
+      ].map((p) => decodePayload(codec, p));
+      assert.equal(got, messages, `cuts at ${cut1}, ${cut2}`);
+      assert.ok(reader.idle);
+    }
+  }
+});
+
+test("FrameReader byte by byte, and idle only between frames", () => {
+  const codec = createCodec();
+  const stream = frame(encode([9, "has", [new Uint8Array(32)]]));
+  const reader = new FrameReader();
+  const got: unknown[] = [];
+  for (let i = 0; i < stream.length; i++) {
+    for (const p of reader.push(stream.subarray(i, i + 1))) got.push(decodePayload(codec, p));
+    if (i < stream.length - 1) assert.not.ok(reader.idle, `not idle after ${i + 1} bytes`);
+  }
+  assert.equal(got, [[9, "has", [new Uint8Array(32)]]]);
+  assert.ok(reader.idle);
+});
+
+test("FrameReader refuses a zero or oversized length before buffering any payload", () => {
+  const over = new Uint8Array(4);
+  writeFrameHeader(over, 0, FRAME_SIZE_MAX + 1);
+  assert.throws(() => new FrameReader().push(over), isCode("EPROTOCOL"));
+  assert.throws(() => new FrameReader().push(new Uint8Array(4)), isCode("EPROTOCOL"));
+  const huge = new Uint8Array([0xff, 0xff, 0xff, 0xff]);
+  assert.throws(() => new FrameReader().push(huge), (e: unknown) => e instanceof SegstoreError && /over the limit/.test(e.message));
+  // Exactly the limit is accepted (it waits for the payload).
+  const limit = new Uint8Array(4);
+  writeFrameHeader(limit, 0, FRAME_SIZE_MAX);
+  const r = new FrameReader();
+  assert.equal(r.push(limit), []);
+  assert.not.ok(r.idle);
+});
+
+test("decode limits come from the frame limit: a bin claiming more than the frame is refused", () => {
+  const codec = createCodec(1024);
+  // bin32 header claiming 2000 bytes inside a 10-byte payload.
+  const claim = new Uint8Array([0x93, 0x01, 0xa3, 0x67, 0x65, 0x74, 0x91, 0xc6, 0x00, 0x00, 0x07, 0xd0]);
+  assert.throws(() => decodePayload(codec, claim), isCode("EPROTOCOL"));
+  // An array header claiming 2^32-1 elements.
+  assert.throws(() => decodePayload(codec, new Uint8Array([0xdd, 0xff, 0xff, 0xff, 0xff])), isCode("EPROTOCOL"));
+  // Trailing bytes after the message.
+  assert.throws(() => decodePayload(codec, new Uint8Array([0x90, 0x90])), isCode("EPROTOCOL"));
+  // The codec still works afterwards.
+  assert.equal(decodePayload(codec, encode([1, "x", []])), [1, "x", []]);
+});
+
+test("64-bit serials travel as uint64 and come back as bigint", () => {
+  const codec = createCodec();
+  const bytes = codec.encoder.encode([1, null, [5n, 2n ** 63n]]);
+  assert.equal(decodePayload(codec, bytes), [1, null, [5n, 2n ** 63n]]);
+});
+
+test("a hand-built chunk frame decodes as [0, name, [id, bytes]]", () => {
+  const codec = createCodec();
+  for (const n of [0, 1, 100, 70000]) {
+    const at = chunkHeaderSize("blobChunk");
+    const buf = new Uint8Array(at + n);
+    for (let i = 0; i < n; i++) buf[at + i] = i & 0xff;
+    assert.is(writeChunkHeader(buf, "blobChunk", 4242, n), at);
+    const frames = new FrameReader().push(buf);
+    assert.is(frames.length, 1);
+    const m = decodePayload(codec, frames[0]!) as [number, string, [number, Uint8Array]];
+    assert.is(m[0], 0);
+    assert.is(m[1], "blobChunk");
+    assert.is(m[2][0], 4242);
+    assert.is(m[2][1].length, n);
+    assert.equal(m[2][1], buf.subarray(at));
+  }
+});
+
+test("parseCall accepts [msgid, method, args] only", () => {
+  assert.equal(parseCall([1, "get", []]), { msgid: 1, method: "get", args: [] });
+  for (const bad of [null, 1, "x", [], [1, "get"], [-1, "get", []], [1.5, "get", []], [1, 2, []], [1, "", []], [1, "get", {}], [1, "x".repeat(40), []], [2 ** 32, "get", []]]) {
+    assert.throws(() => parseCall(bad), isCode("EPROTOCOL"), JSON.stringify(bad));
+  }
+});
+
+test("every error class survives the wire with its class, message and facts", () => {
+  const codec = createCodec();
+  const errors: Error[] = [
+    new IntegrityError("bad crc", { segment: 3, offset: 99, file: "/s/data/0/3" }),
+    new LockedError("locked", "pid 7 on host"),
+    new NotFoundError("no such blob"),
+    new ConflictError("conflict", ["ab", "cd"]),
+    new StoreFormatError("version 9"),
+    new StateError("EREADONLY", "read only"),
+    new StorageError("ENOSPC", "disk full"),
+    new SegstoreError("EAUTH", "wrong token"),
+    new FsError("ENOENT", "open", "/x", "no file"),
+    new TypeError("bad id"),
+    new RangeError("too big"),
+  ];
+  for (const e of errors) {
+    const wire = decodePayload(codec, codec.encoder.encode(errorToWire(e)));
+    const back = errorFromWire(wire);
+    assert.is(back.constructor, e.constructor, e.constructor.name);
+    assert.is(back.message, e.message);
+    if (e instanceof SegstoreError) assert.is((back as SegstoreError).code, e.code);
+  }
+  const c = errorFromWire(errorToWire(new ConflictError("x", ["k1"]))) as ConflictError;
+  assert.equal(c.keys, ["k1"]);
+  const i = errorFromWire(errorToWire(new IntegrityError("x", { segment: 3, offset: 99 }))) as IntegrityError;
+  assert.is(i.segment, 3);
+  assert.is(i.offset, 99);
+  assert.is((errorFromWire(errorToWire(new LockedError("x", "pid 7"))) as LockedError).holder, "pid 7");
+  assert.is((errorFromWire(errorToWire(new StorageError("ENOSPC", "x"))) as StorageError).osCode, "ENOSPC");
+  // An internal error keeps its message but not its class; garbage becomes a protocol error.
+  assert.is(errorFromWire(errorToWire(new Error("boom"))).constructor, SegstoreError);
+  assert.ok(errorFromWire(42) instanceof SegstoreError);
+  assert.ok(errorFromWire(["NoSuchClass", "m", { code: "EWHAT" }]) instanceof SegstoreError);
+});
+
+test("fuzz: random bytes give protocol errors only, and the reader and codec work afterwards", () => {
+  let seed = 12345;
+  const rnd = () => {
+    seed ^= seed << 13; seed >>>= 0;
+    seed ^= seed >>> 17;
+    seed ^= seed << 5; seed >>>= 0;
+    return seed;
+  };
+  const codec = createCodec(4096);
+  const good = frame(encode([1, "get", [new Uint8Array(32)]]));
+  for (let round = 0; round < 3000; round++) {
+    const n = 1 + (rnd() % 64);
+    const junk = new Uint8Array(n);
+    for (let i = 0; i < n; i++) junk[i] = rnd() & 0xff;
+    // A plausible length prefix half the time, so the payload reaches the decoder.
+    if (round % 2 === 0 && n > 4) writeFrameHeader(junk, 0, n - 4);
+    const reader = new FrameReader(4096);
+    try {
+      for (const p of reader.push(junk)) {
+        try {
+          parseCall(decodePayload(codec, p));
+        } catch (e) {
+          assert.ok(e instanceof SegstoreError && e.code === "EPROTOCOL", `decode: ${(e as Error).message}`);
+        }
+      }
+    } catch (e) {
+      assert.ok(e instanceof SegstoreError && e.code === "EPROTOCOL", `frame: ${(e as Error).message}`);
+    }
+    // The codec is not left in a bad state.
+    const again = new FrameReader(4096).push(good);
+    assert.equal(parseCall(decodePayload(codec, again[0]!)).method, "get");
+  }
+});
+
+test("keyString and keyBytes round-trip every byte value", () => {
+  const id = new Uint8Array(32);
+  for (let b = 0; b < 256; b += 32) {
+    for (let i = 0; i < 32; i++) id[i] = b + i;
+    const k = keyString(id);
+    assert.is(k.length, 32);
+    assert.equal(keyBytes(k), id);
+  }
+});
+
+test("upload names match the pattern the server accepts; paths and dot-dots do not", () => {
+  for (let i = 0; i < 20; i++) assert.ok(UPLOAD_NAME_PATTERN.test(uploadName()));
+  for (const bad of ["../upload-00000000000000000000000000000000.tmp", "upload-00000000000000000000000000000000.tmp/x",
+    "a/upload-00000000000000000000000000000000.tmp", "upload-0000.tmp", "..", "upload-0000000000000000000000000000000g.tmp",
+    "/etc/passwd", "upload-00000000000000000000000000000000.tmp\n"]) {
+    assert.not.ok(UPLOAD_NAME_PATTERN.test(bad), bad);
+  }
+});
+
+test("ChunkQueue: push resolves only once the consumer came back for more; end and fail reach it", async () => {
+  const q = new ChunkQueue();
+  const got: number[] = [];
+  const consumer = (async () => {
+    for await (const c of q) {
+      got.push(c[0]!);
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  })();
+  const order: string[] = [];
+  for (let i = 1; i <= 3; i++) {
+    await q.push(new Uint8Array([i]));
+    order.push(`pushed ${i}, consumed ${got.length}`);
+  }
+  q.end();
+  await consumer;
+  assert.equal(got, [1, 2, 3]);
+  // When push i resolved, the consumer had taken chunk i.
+  assert.equal(order, ["pushed 1, consumed 1", "pushed 2, consumed 2", "pushed 3, consumed 3"]);
+
+  const q2 = new ChunkQueue();
+  const failing = (async () => {
+    for await (const _ of q2) { /* take */ }
+  })();
+  await q2.push(new Uint8Array([1]));
+  q2.fail(new Error("gone"));
+  await assert.not.throws(() => q2.push(new Uint8Array([2])));
+  try {
+    await failing;
+    assert.unreachable("the consumer sees the failure");
+  } catch (e) {
+    assert.is((e as Error).message, "gone");
+  }
+});
+
+test("SerialTable: the floor, commits, conflicts, reservations, and the reset that only adds conflicts", () => {
+  const t = new SerialTable(10n, 3);
+  assert.is(t.serial("a"), 10n);
+  assert.equal(t.conflicts([["a", 10n]]), []);
+  t.committed(["a"], 11n);
+  assert.is(t.serial("a"), 11n);
+  assert.equal(t.conflicts([["a", 10n], ["b", 10n]]), ["a"]);
+  t.reserve(["b"]);
+  assert.equal(t.conflicts([["b", 10n]]), ["b"]);
+  t.release(["b"]);
+  assert.equal(t.conflicts([["b", 10n]]), []);
+  t.committed(["c", "d", "e"], 12n);
+  // Over the bound: the floor rises to the newest txid; a read at the old floor now conflicts (safe), one at 12 does not.
+  assert.is(t.size, 0);
+  assert.is(t.floor, 12n);
+  assert.equal(t.conflicts([["b", 10n]]), ["b"]);
+  assert.equal(t.conflicts([["b", 12n], ["a", 12n]]), []);
+});
+
+test.run();
