@@ -1051,6 +1051,22 @@ export class RemoteStore {
     return this.#blobCache;
   }
 
+  /**
+   * One round trip to the server. Pushes are ordered with replies, so once
+   * this resolves every invalidation of a commit made before the call has
+   * been applied to this client's cache. Resolves with the server's last txid.
+   *
+   * @example
+   * await other.commit();   // in another client
+   * await remote.sync();    // then this one's cached reads are at least that new
+   */
+  async sync(): Promise<bigint> {
+    this.#checkOpen();
+    const txid = toBigint(await this.#call("ping", []));
+    if (txid > this.#view) this.#view = txid;
+    return txid;
+  }
+
   // -------------------------------------------------------------------------
   // Admin
 

@@ -394,6 +394,7 @@ const METHODS: Record<string, Handler> = {
   vote: (s) => s.vote(),
   finish: (s) => s.finish(),
   abort: (s) => s.abort(),
+  ping: (s) => s.server.store.nextTxid - 1n,
   stats: (s) => s.server.store.stats(),
   serverStats: (s) => s.server.stats(),
   compact: (s) => s.server.store.compact(),

@@ -242,3 +242,15 @@ export class NetChild {
     await this.exited;
   }
 }
+
+/** Awaits `fn()` and asserts it rejects with an error `check` accepts (uvu's assert has no async form). */
+export async function rejects(fn: () => Promise<unknown>, check: (e: unknown) => boolean, what = "the call"): Promise<void> {
+  let error: unknown;
+  try {
+    await fn();
+  } catch (e) {
+    error = e;
+  }
+  if (error === undefined) throw new Error(`${what} should have been rejected`);
+  if (!check(error)) throw new Error(`${what} rejected with an unexpected error: ${(error as Error)?.constructor?.name}: ${(error as Error)?.message ?? error}`);
+}
