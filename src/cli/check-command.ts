@@ -1,45 +1,28 @@
 /**
  * `segstore check`: verifies every record's CRC, the index against the log,
- * and each blob's length and hash (src/check.ts); `--repair` salvages what
+ * and each blob's length and hash (checkPath of src/check.ts); `--repair` salvages what
  * it can and names, by id, what was lost.
  *
  * Exit codes: 0 when the store is sound (after a repair, when the repair
  * left it sound), 3 when a problem was found and not repaired, 1 when the
  * check itself could not run (missing or locked store).
  */
-import { IntegrityError } from "../format.ts";
+import type { CheckReport } from "../check.ts";
+import { NotFoundError } from "../format.ts";
 import { type CommandSpec, EXIT_INTEGRITY, EXIT_OK, printJson } from "./command.ts";
 import type { CliIo } from "./io.ts";
 import { ProgressBar } from "./progress.ts";
-import { withStore } from "./store-open.ts";
 
 /** Problems listed one per line; past this many, a count of the rest (the JSON report has them all). */
 export const CHECK_PROBLEMS_SHOWN_MAX = 50;
 
-/** One problem, as check.ts reports it. */
-interface CheckProblem {
-  kind: string;
-  message: string;
-  segment?: number;
-  offset?: number;
-  file?: string;
-  id?: string;
-}
-
-/** The fields of check.ts's CheckReport the command prints (the JSON output carries all of it). */
-interface CheckReportShown {
-  ok: boolean;
-  problems: CheckProblem[];
-  lost: string[];
-  repaired: boolean;
-}
-
-async function checkPrint(io: CliIo, path: string, report: CheckReportShown, repair: boolean): Promise<void> {
+async function checkPrint(io: CliIo, path: string, report: CheckReport, repair: boolean): Promise<void> {
   const lines: string[] = [];
   const problems = report.problems;
   for (const p of problems.slice(0, CHECK_PROBLEMS_SHOWN_MAX)) lines.push(`  ${p.kind}: ${p.message}`);
   if (problems.length > CHECK_PROBLEMS_SHOWN_MAX) lines.push(`  ... and ${problems.length - CHECK_PROBLEMS_SHOWN_MAX} more (--json lists all)`);
-  if (problems.length === 0) lines.unshift(`store ${path}: ok`);
+  const counts = `${report.records} records in ${report.segments} ${report.segments === 1 ? "segment" : "segments"}, ${report.blobs} ${report.blobs === 1 ? "blob" : "blobs"}`;
+  if (problems.length === 0) lines.unshift(`store ${path}: ok (${counts} verified)`);
   else if (report.repaired) lines.unshift(`store ${path}: ${problems.length} ${problems.length === 1 ? "problem" : "problems"} found and repaired:`);
   else lines.unshift(`store ${path}: ${problems.length} ${problems.length === 1 ? "problem" : "problems"} found${repair ? " (not repaired)" : ""}:`);
   if (report.lost.length > 0) {
@@ -66,20 +49,18 @@ export const checkCommand: CommandSpec = {
   async run(args, io) {
     const [path] = args.positionals as [string];
     const repair = args.values.repair === true;
-    let report: CheckReportShown;
+    if (io.fs.stat(path) === undefined) {
+      throw new NotFoundError(`cannot open store ${path}: no such directory (create one with: segstore init ${path})`, { store: path });
+    }
+    // checkPath opens the store (read-only unless repairing) and, when a damaged segment keeps it from opening,
+    // checks (and repairs) it on disk. Imported here: only check needs check.ts.
+    const { checkPath } = await import("../check.ts");
+    const bar = new ProgressBar(io, repair ? "repair" : "check");
+    let report: CheckReport;
     try {
-      report = await withStore(io, path, { readOnly: !repair }, (store) => {
-        const bar = new ProgressBar(io, repair ? "repair" : "check");
-        try {
-          return store.check({ repair, onProgress: (done: number, total: number) => bar.update(done, total) });
-        } finally {
-          bar.done();
-        }
-      });
-    } catch (e) {
-      // A store too damaged to open is an integrity problem too: the answer is the same (exit 3, try --repair).
-      if (!(e instanceof IntegrityError) || repair) throw e;
-      report = { ok: false, problems: [{ kind: "open", message: e.message, segment: e.segment, offset: e.offset, file: e.file }], lost: [], repaired: false };
+      report = await checkPath(path, { fs: io.fs, repair, onProgress: (done, total) => bar.update(done, total) });
+    } finally {
+      bar.done();
     }
     if (args.values.json) await printJson(io, report);
     else await checkPrint(io, path, report, repair);

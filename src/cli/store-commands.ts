@@ -34,7 +34,7 @@ export const initCommand: CommandSpec = {
     if (io.fs.stat(joinPath(path, STORE_FILES.config)) !== undefined) {
       throw new StoreFormatError(`cannot init ${path}: it is a store already (segstore info ${path} describes it)`, { store: path });
     }
-    const store = openForCli(io, path, { create: true });
+    const store = openForCli(io, path, maxSegmentSize === undefined ? { create: true } : { create: true, maxSegmentSize });
     const id = store.config.id;
     store.close();
     if (args.values.json) await printJson(io, { path, id });

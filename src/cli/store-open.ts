@@ -14,6 +14,8 @@ export interface CliOpenOptions {
   readOnly?: boolean;
   /** Create the store if it does not exist (init, demo). Default false. */
   create?: boolean;
+  /** At create only: the segment size before rolling to a new segment. Default: open()'s. */
+  maxSegmentSize?: number;
 }
 
 /**
@@ -27,7 +29,8 @@ export function openForCli(io: CliIo, path: string, options: CliOpenOptions = {}
   if (!options.create && io.fs.stat(path) === undefined) {
     throw new NotFoundError(`cannot open store ${path}: no such directory (create one with: segstore init ${path})`, { store: path });
   }
-  return open(path, { fs: io.fs, readOnly: options.readOnly ?? false, create: options.create ?? false });
+  const { readOnly = false, create = false, maxSegmentSize } = options;
+  return open(path, maxSegmentSize === undefined ? { fs: io.fs, readOnly, create } : { fs: io.fs, readOnly, create, maxSegmentSize });
 }
 
 /**
