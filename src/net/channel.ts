@@ -236,6 +236,8 @@ export class Channel {
           this.close(e instanceof Error ? e : new Error(String(e)));
           return;
         }
+        // Closed while that write was in flight: close() already dropped the queue and its count.
+        if (this.#closed) return;
         this.#queue.shift();
         this.#queuedBytes -= item.buf.length;
         assert(this.#queuedBytes >= 0, "queued output bytes stay non-negative");
