@@ -70,6 +70,7 @@ import { acquireStoreLock, type LockOwner } from "./storelock.ts";
 import {
   blobFilesOf, blobPath, openBlob, putBlob, sweepBlobFiles, type BlobInfo, type BlobSource, type OpenBlobOptions,
 } from "./blobs.ts";
+import { checkStore, type CheckOptions, type CheckReport } from "./check.ts";
 import { UndoLog } from "./undolog.ts";
 import { crc32, WasmCore } from "./wasm.ts";
 
@@ -422,6 +423,7 @@ export class Store {
     const candidates = names.map((n) => parseCheckpointName(n, "index")).filter((n): n is number => n !== undefined);
     candidates.sort((a, b) => b - a);
     const existing = new Set(segments);
+    let vouched: CheckpointMeta | undefined;
     for (const n of candidates) {
       let file: File | undefined;
       try {
@@ -430,7 +432,12 @@ export class Store {
         const meta = KeyIndex.readCheckpointMeta(file);
         const hints = this.openReadHints(n);
         if (meta.segment !== n || hints.segment !== n || hints.offset !== meta.offset || hints.txid !== meta.txid) continue;
-        if (!existing.has(n) || !this.openIsCommitAt(n, meta.offset, meta.txid)) continue;
+        if (!existing.has(n) || !this.openIsCommitAt(n, meta.offset, meta.txid)) {
+          // A checkpoint is written only once its commit is durable, and the log is never cut below it: the log lost
+          // committed bytes. A replay without it would cut the damage off as an uncommitted tail and show older versions.
+          vouched = meta;
+          break;
+        }
         this.index = KeyIndex.loadCheckpoint(this.core, file).index;
         this.lastCheckpointSize = file.size();
         for (const [s, stat] of hints.segments) if (existing.has(s)) this.segStats.set(s, stat);
@@ -444,6 +451,15 @@ export class Store {
       } finally {
         file?.close();
       }
+    }
+    if (vouched !== undefined) {
+      const { segment, offset, txid } = vouched;
+      throw new IntegrityError(
+        `store ${this.path}: checkpoint ${this.paths.index(segment)} vouches for transaction ${txid} ending at segment ${segment} offset ${offset}, ` +
+          `but the log has no such COMMIT there (the segment is damaged, cut short or missing); ` +
+          `run "segstore check --repair ${this.path}" to salvage`,
+        { store: this.path, file: this.paths.segment(segment), segment, offset },
+      );
     }
     this.index = new KeyIndex(this.core);
     return undefined;
@@ -1338,6 +1354,63 @@ export class Store {
 
   // -------------------------------------------------------------------------
   // check and repair (implemented in src/check.ts)
+
+  /**
+   * Verifies the whole store: every record of every segment (header, size,
+   * CRC, rising transaction ids), the index against a replay of the log from
+   * scratch, the checkpoint files, the per-segment stats, and every blob
+   * file (exists, length, BLAKE3). With `repair: true` it salvages a damaged
+   * store: keeps every record it can read (resynchronising after damage),
+   * rebuilds the index from the log, writes a checkpoint, and lists in
+   * `lost` every id whose live version could not be saved (those ids are
+   * absent afterwards). Async only to create the BLAKE3 hasher; the pass
+   * runs without yielding. Needs no open transaction (StateError EBUSY);
+   * repair needs the store open for writing (StateError EREADONLY). A store
+   * that no longer opens is checked and repaired by path: `checkPath` in
+   * src/check.ts (`segstore check --repair`). Details: the tables atop
+   * src/check.ts.
+   *
+   * @example
+   * const report = await store.check();                 // { ok, problems, lost, repaired, records, segments, blobs }
+   * if (!report.ok) await store.check({ repair: true });
+   */
+  check(options: CheckOptions = {}): Promise<CheckReport> {
+    return checkStore(this, options);
+  }
+
+  /**
+   * @internal For check.ts: after repair rewrote the log on disk (and
+   * removed the checkpoints), rebuilds the index, stats and head from it as
+   * open does, then writes a checkpoint. The lock stays held throughout.
+   */
+  repairReload(): void {
+    const writer = this.checkWritable();
+    assert(!this.inTransaction, "repairReload with an open transaction");
+    writer.close();
+    this.writer = undefined;
+    this.files.closeAll();
+    this.core.tableRelease(); // openLoadCheckpoint makes a new KeyIndex in this core
+    this.segStats.clear();
+    this.statsUndo.clear();
+    this.undo.clear();
+    this.compactCandidates.clear();
+    this.pendingSegmentDeletes.length = 0;
+    this.compactCursor = undefined;
+    this.lastTxid = 0n;
+    this.checkpointMeta = undefined;
+    this.appendedAtCheckpoint = 0;
+    this.lastCheckpointSize = 0;
+    this.replayedAtOpen = 0;
+    this.appendedAtTxnStart = 0;
+    try {
+      this.openRecover();
+    } catch (e) {
+      this.state = "failed";
+      this.failure = e as Error;
+      throw e;
+    }
+    this.checkpoint();
+  }
 
   // -------------------------------------------------------------------------
   // stats, check, close
