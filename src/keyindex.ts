@@ -408,7 +408,7 @@ export class KeyIndex {
         return core.crc32At(core.batchPtr, bytes.length);
       });
       const r = core.tablePrepareLoad(h.count, h.slotBits);
-      if (r === -1) throw integrityError(file, `count ${h.count} does not fit 2^${h.slotBits} slots`, H_COUNT);
+      if (r === -1) throw integrityError(file, `count ${h.count} in 2^${h.slotBits} slots does not fit (load over 0.8, or a slot count this build never makes)`, H_COUNT);
       if (r === -2) throw new RangeError(`KeyIndex.loadCheckpoint: ${file.path} holds ${h.count} keys, more than 4 GiB of wasm32 memory holds`);
       const entriesPtr = core.tableBasePtr;
       const slotsPtr = core.tableSlotsPtr;

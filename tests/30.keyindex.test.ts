@@ -320,6 +320,22 @@ test("clear() empties the index, which then works as new", () => {
   assert.is(index.count, 1);
 });
 
+test("the debug build's assertions stop a wasm call that would leave its regions, with a message", () => {
+  // The public API validates before calling wasm, so reach the raw exports
+  // (private to src/wasm.ts) to play a buggy caller.
+  type Raw = { exports: { crc32(p: number, l: number, s: number): number; tableLookupMany(n: number): void; tableLookup(): number } };
+  const debug = WasmCore.create({ debug: true });
+  const raw = (debug as unknown as Raw).exports;
+  assert.throws(() => raw.crc32(debug.u8.length - 4, 100, 0), /aborted: crc32: range outside memory/);
+  assert.throws(() => raw.tableLookup(), /aborted: table used before tableInit/);
+  new KeyIndex(debug);
+  assert.throws(() => raw.tableLookupMany(debug.batchMax + 1), /aborted/);
+  // The release build has no such checks, but wasm still traps outside memory.
+  const release = WasmCore.create();
+  const rawRelease = (release as unknown as Raw).exports;
+  assert.throws(() => rawRelease.crc32(release.u8.length - 4, 100, 0), (e: unknown) => e instanceof WebAssembly.RuntimeError);
+});
+
 test("one KeyIndex per WasmCore", () => {
   const core = WasmCore.create();
   new KeyIndex(core);
