@@ -18,7 +18,7 @@
 import process from "node:process";
 import { spawn } from "node:child_process";
 import { runtimeFs } from "../adapters/runtime.ts";
-import { SegstoreError } from "./format.ts";
+import { LockedError, SegstoreError } from "./format.ts";
 import { FsError } from "./fs.ts";
 import { benchCommand } from "./cli/bench-command.ts";
 import { blobGetCommand, blobPutCommand } from "./cli/blob-commands.ts";
@@ -72,6 +72,10 @@ function findCommand(argv: string[]): { spec: CommandSpec; rest: string[] } | un
 
 /** One line for an error: its message with newlines folded, so a script reads one line per failure. */
 function errorLine(e: unknown): string {
+  if (e instanceof LockedError && e.store !== undefined) {
+    // The engine's message advises an API option (lockTimeout); a user of the command line needs other words.
+    return `store ${e.store} is locked by ${e.holder}: it is open elsewhere (segstore serve, or another command); try again once that is done`;
+  }
   if (e instanceof SegstoreError || e instanceof FsError || e instanceof CliFileError || e instanceof UsageError) {
     return e.message.replace(/\s*\n\s*/g, " ");
   }

@@ -16,7 +16,7 @@ import { createHash, randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync, openSync, readSync, writeSync, closeSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { contentId } from "../src/contentid.ts";
+import { connect, contentId } from "../mod.ts";
 import { tempDir, type TempDir } from "./_support/tempdir.ts";
 
 /** The repository: this file runs as dist/tests/80.cli.test.js. */
@@ -393,37 +393,60 @@ for (const [holder, other] of [["node", "deno"], ["deno", "node"]] as [Runtime, 
   });
 }
 
-const serverBuilt = existsSync(join(ROOT, "dist", "src", "net", "server.js"));
-
-for (const rt of RUNTIMES) {
-  test(`[${rt}] serve holds the store: a second put fails with the lock, SIGTERM ends it with exit 0`, async () => {
-    if (!serverBuilt) {
-      console.log(`  skipped [${rt}] serve: src/net/server.ts is not written yet`);
-      return;
-    }
+for (const [rt, transport] of [["node", "unix"], ["deno", "tcp"]] as [Runtime, "unix" | "tcp"][]) {
+  test(`[${rt}] serve over ${transport}: a client commits through it, a second put fails with the lock, SIGTERM ends it with exit 0`, async () => {
     const s = storePath();
     ok(await run(rt, ["init", s]), "init");
-    const socket = join(dir.path, `serve-${rt}.sock`);
-    const child = start(rt, ["serve", s, "--listen", `unix:${socket}`]);
+    const args = ["serve", s];
+    const token = randomBytes(16).toString("hex");
+    if (transport === "unix") args.push("--listen", `unix:${join(dir.path, `serve-${rt}.sock`)}`);
+    else {
+      const tokenFile = join(dir.path, `token-${rt}`);
+      writeFileSync(tokenFile, token + "\n");
+      args.push("--listen", "tcp://127.0.0.1:0", "--token-file", tokenFile);
+    }
+    const child = start(rt, args);
     let stdout = "";
     let stderr = "";
     child.stdout!.on("data", (d) => (stdout += d));
     child.stderr!.on("data", (d) => (stderr += d));
     const closed = new Promise<number | null>((resolve) => child.on("close", resolve));
+    const value = randomBytes(1000);
+    const id = await contentId(value);
     try {
       await waitFor(`serve to print its url (stderr: ${stderr})`, () => stdout.includes("\n") || child.exitCode !== null);
-      assert.is(stdout, `unix:${socket}\n`, `serve prints the url it listens on; stderr: ${stderr}`);
+      const url = stdout.trim();
+      if (transport === "unix") assert.is(url, args[3], `serve prints the url it listens on; stderr: ${stderr}`);
+      else assert.match(url, /^tcp:\/\/127\.0\.0\.1:[1-9]\d*$/, "the real port, not 0");
+      const remote = await connect(url, transport === "tcp" ? { token } : {});
+      try {
+        await remote.put(id, value);
+        await remote.commit();
+      } finally {
+        await remote.close();
+      }
       for (const other of RUNTIMES) {
-        fails(await run(other, ["put", s, "66".repeat(32)], { input: "x" }), 1, new RegExp(`store ${s} is locked by process ${child.pid}`), `${other} put while serving`);
+        fails(await run(other, ["put", s, "66".repeat(32)], { input: "x" }), 1, new RegExp(`store ${s} is locked by process ${child.pid} .*segstore serve`), `${other} put while serving`);
       }
       child.kill("SIGTERM");
       assert.is(await closed, 0, `serve exits 0 on SIGTERM; stderr: ${stderr}`);
     } finally {
       child.kill("SIGKILL");
     }
-    ok(await run(rt, ["put", s, "66".repeat(32)], { input: "x" }), "put once the server is gone");
+    const got = ok(await run(rt, ["get", s, hexOf(id)]), "get what the client committed");
+    assert.ok(Buffer.compare(got.stdout, value) === 0);
   });
 }
+
+test("serve refuses tcp without a token file, and an empty token file", async () => {
+  const s = storePath();
+  ok(await run("node", ["init", s]), "init");
+  fails(await run("node", ["serve", s, "--listen", "tcp://127.0.0.1:0"]), 2, /needs --token-file/, "tcp without token");
+  const empty = join(dir.path, "empty-token");
+  writeFileSync(empty, "\n");
+  fails(await run("node", ["serve", s, "--listen", "tcp://127.0.0.1:0", "--token-file", empty]), 1, /token file .*empty-token is empty/, "empty token file");
+  fails(await run("node", ["serve", s, "--listen", "udp://x"]), 1, /udp:\/\/x/, "a URL of no known kind");
+});
 
 // ---------------------------------------------------------------------------
 // check, repair, compact

@@ -189,8 +189,8 @@ function demoFormat(r: DemoReport): string {
   const ms = (n: number) => `${n} ms`;
   const lines = [
     `segstore demo: ${r.created ? "created" : "opened existing"} store ${r.path} (id ${r.storeId.slice(0, 16)}…)`,
-    `  wrote   ${r.objects} objects (${formatBytes(r.objectBytes)}) and a ${formatBytes(r.blobBytes)} blob under their BLAKE3 content ids`,
-    `  commit  transaction ${r.txid}, durable (fdatasync) in ${ms(r.writeMs)} with the writes`,
+    `  wrote   ${r.objects} objects (${formatBytes(r.objectBytes)}) and a ${formatBytes(r.blobBytes)} blob under their BLAKE3 content ids, in ${ms(r.writeMs)}`,
+    `  commit  transaction ${r.txid}: on disk (fdatasync'ed, names synced) when commit() returned`,
     `  reopen  ${r.keysAfterReopen} keys back after close and open, in ${ms(r.reopenMs)}`,
     `  read    every object and the blob (streamed), ${r.mismatches.length === 0 ? "all bytes match their ids" : `${r.mismatches.length} MISMATCHED`}, in ${ms(r.readMs)}`,
     `  check   ${r.checkOk ? "ok: every record's CRC, the index and the blob verified" : `${r.checkProblems.length} problems: ${r.checkProblems.slice(0, 3).join("; ")}`}, in ${ms(r.checkMs)}`,

@@ -37,6 +37,9 @@ export const serveCommand: CommandSpec = {
       token = new TextDecoder().decode(readFileLimited(io.fs, tokenFile, TOKEN_FILE_SIZE_MAX, "a token file")).split(/\r?\n/)[0]!.trim();
       if (token === "") throw new CliFileError(`token file ${tokenFile} is empty: its first line is the token`);
     }
+    if (token === undefined && listen.startsWith("tcp:")) {
+      throw new UsageError(`serve: ${listen} is a TCP address, which needs --token-file F (clients prove they know the token; a unix: socket needs none)`, usageLine(this));
+    }
     // Loaded here, not at the top: only serve needs the network code.
     const { serve } = await import("../net/server.ts");
     const store = openForCli(io, path);
