@@ -149,6 +149,20 @@ test("the CLI exists: bin/segstore.js, dist/src/cli.js and the deno binary", () 
   assert.match(readFileSync(NODE_CLI, "utf8"), /^#!\/usr\/bin\/env node\n/);
 });
 
+test("README: the first command is the demo, and the Command line section documents every command with an example", async () => {
+  const readme = readFileSync(join(ROOT, "README.md"), "utf8");
+  assert.match(readme, /```sh\nnpm install && npx segstore demo \.\/demo-store\nnpm test\n```/, "the README's two commands");
+  const section = readme.slice(readme.indexOf("\n## Command line\n"));
+  assert.ok(section.length > 100, "a Command line section");
+  const { COMMANDS } = await import("../src/cli.ts");
+  for (const c of COMMANDS) {
+    const at = section.indexOf(`\n### \`segstore ${c.name}`);
+    assert.ok(at >= 0, `README documents segstore ${c.name}`);
+    const body = section.slice(at + 5, section.indexOf("\n### ", at + 5) >>> 0);
+    assert.match(body, new RegExp(`\`\`\`sh\\n.*segstore ${c.name} `), `README has an example of segstore ${c.name}`);
+  }
+});
+
 for (const rt of RUNTIMES) {
   test(`[${rt}] --help lists every command; each command's --help has its usage and an example`, async () => {
     const top = ok(await run(rt, ["--help"]), "--help");
