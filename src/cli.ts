@@ -191,7 +191,7 @@ export function processIo(): CliIo {
     stdinIsTTY: process.stdin.isTTY === true,
     stdoutIsTTY: process.stdout.isTTY === true,
     stderrIsTTY: process.stderr.isTTY === true,
-    columns: process.stderr.columns ?? 80,
+    columns: process.stderr.columns || 80, // 0 on a pseudo-terminal that was never sized
     env: process.env,
     fs: runtimeFs,
     runtime,

@@ -304,9 +304,10 @@ for (const [writer, reader] of [["node", "deno"], ["deno", "node"]] as [Runtime,
     ok(await run(writer, ["init", s]), "init");
     const id = randomBytes(32).toString("hex");
     const data = randomChunks(BIG_PIPE_BYTES / BIG_PIPE_CHUNK, BIG_PIPE_CHUNK);
-    ok(await run(writer, ["blob", "put", s, id, "-"], { input: data.chunks }), "blob put -");
+    const put = ok(await run(writer, ["blob", "put", s, id, "-"], { input: data.chunks }), "blob put -");
     const want = data.sha256();
     const got = ok(await run(reader, ["blob", "get", s, id], { hashStdout: true }), "blob get");
+    assert.equal([put.stderr, got.stderr], ["", ""], "no progress bar when stderr is not a terminal");
     assert.is(got.stdoutBytes, BIG_PIPE_BYTES);
     assert.is(got.stdoutSha256, want, "the bytes out are the bytes in");
     const info = JSON.parse(text(ok(await run(reader, ["info", s, "--json"]), "info"))) as { keys: number; blobs: number };
@@ -358,6 +359,40 @@ for (const rt of RUNTIMES) {
     assert.equal(listJson.filter((e) => e.blob).map((e) => e.id), [id]);
     ok(await run(rt, ["delete", s, id]), "delete a blob");
     fails(await run(rt, ["blob", "get", s, id]), 1, /not found/, "blob get after delete");
+  });
+}
+
+/** `script` (util-linux) runs a command on a pseudo-terminal, so the CLI sees a TTY as a user's shell would give it. */
+const SCRIPT = ["/usr/bin/script", "/bin/script"].find((p) => existsSync(p));
+
+for (const rt of RUNTIMES) {
+  test(`[${rt}] on a terminal, blob get and check draw a progress bar with bytes, rate and ETA`, async () => {
+    if (SCRIPT === undefined) {
+      console.log(`  skipped [${rt}] progress bar: no script(1) here to give the CLI a terminal`);
+      return;
+    }
+    const s = storePath();
+    ok(await run(rt, ["init", s]), "init");
+    const id = "77".repeat(32);
+    ok(await run(rt, ["blob", "put", s, id], { input: randomChunks(64, BIG_PIPE_CHUNK).chunks }), "blob put");
+    const [cmd, argv] = command(rt, ["blob", "get", s, id, "--out", join(dir.path, `tty-${rt}.bin`)]);
+    const quote = (a: string) => `'${a.replace(/'/g, "'\\''")}'`;
+    const onTty = (line: string) => new Promise<{ code: number | null; out: string }>((resolve) => {
+      const child = spawn(SCRIPT, ["-qec", line, "/dev/null"], { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] });
+      let out = "";
+      child.stdout!.on("data", (d) => (out += d));
+      child.stderr!.on("data", (d) => (out += d));
+      child.on("close", (code) => resolve({ code, out }));
+    });
+    const get = await onTty([cmd, ...argv].map(quote).join(" "));
+    assert.is(get.code, 0, get.out);
+    assert.match(get.out, /\r\x1b\[2Kblob get  \[[#·]{24}\]  [\d.]+ MiB \/ 64\.0 MiB  [\d.]+ [KMG]?i?B\/s  ETA \d+s/, JSON.stringify(get.out.slice(0, 300)));
+    assert.match(get.out, /\r\x1b\[2K$/, "the bar is cleared at the end");
+    const [cmd2, argv2] = command(rt, ["check", s]);
+    const check = await onTty([cmd2, ...argv2].map(quote).join(" "));
+    assert.is(check.code, 0, check.out);
+    assert.match(check.out, /\x1b\[2Kcheck  \[/, JSON.stringify(check.out.slice(0, 300)));
+    assert.match(check.out, new RegExp(`store ${s}: ok `));
   });
 }
 
