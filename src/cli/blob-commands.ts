@@ -14,7 +14,7 @@ import { isFsError } from "../fs.ts";
 import { joinPath } from "../paths.ts";
 import { idHex, type Store } from "../store.ts";
 import { type CommandSpec, EXIT_OK, parseIdArg, printJson, stringOption, usageLine, UsageError } from "./command.ts";
-import { type CliIo, counted, fileChunks, fileSize, streamChunks, toReadableStream, writeFileAtomic } from "./io.ts";
+import { type CliIo, counted, fileChunks, fileSize, stdinHint, streamChunks, toReadableStream, writeFileAtomic } from "./io.ts";
 import { contentIdOf, kindMismatch } from "./objects.ts";
 import { ProgressBar } from "./progress.ts";
 import { withStore } from "./store-open.ts";
@@ -92,6 +92,7 @@ export const blobPutCommand: CommandSpec = {
     const source = (byContent ? rest[0] : rest[1]) ?? "-";
     const fromStdin = source === "-";
     const size = fromStdin ? undefined : fileSize(io.fs, source);
+    if (fromStdin) stdinHint(io, "the blob");
     const { blobId, bytes, txid } = await withStore(io, path, {}, async (store) => {
       let blobId = id;
       let bytes = 0;

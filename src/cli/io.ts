@@ -48,6 +48,17 @@ export interface CliIo {
   untilSignal(): Promise<string>;
 }
 
+/**
+ * Says so when a command is about to read stdin from the terminal (the user
+ * forgot `< file` or `--file`), so a waiting command does not look hung.
+ *
+ * @example
+ * stdinHint(io, "the value"); // "segstore: reading the value from the terminal; end it with Ctrl-D"
+ */
+export function stdinHint(io: CliIo, what: string): void {
+  if (io.stdinIsTTY && io.stderrIsTTY) io.error(`segstore: reading ${what} from the terminal; end it with Ctrl-D\n`);
+}
+
 /** Bytes read from a file per step: big enough to amortise the call, small enough to keep memory flat. */
 export const FILE_CHUNK_SIZE = 1024 * 1024;
 

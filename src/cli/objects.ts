@@ -8,7 +8,7 @@ import { idHex, type Store } from "../store.ts";
 import {
   type CommandSpec, EXIT_OK, parseIdArg, printJson, stringOption, usageLine, UsageError,
 } from "./command.ts";
-import { collectLimited, readFileLimited, writeFileAtomic } from "./io.ts";
+import { collectLimited, readFileLimited, stdinHint, writeFileAtomic } from "./io.ts";
 import { withStore } from "./store-open.ts";
 
 /**
@@ -60,6 +60,7 @@ export const putCommand: CommandSpec = {
     }
     let id = byContent ? undefined : parseIdArg(idText!, usageLine(this));
     const file = stringOption(args, "file");
+    if (file === undefined) stdinHint(io, "the value");
     const value = file !== undefined
       ? readFileLimited(io.fs, file, MAX_OBJECT_SIZE, "a value")
       : await collectLimited(io.stdin, MAX_OBJECT_SIZE, "standard input");
