@@ -789,15 +789,18 @@ type Damage = { file: string; kind: "segment" | "index" | "hints" | "blob"; star
 function damageAtRandom(c: AdapterCase, root: string, m: Model, rng: SeededRandom): Damage {
   const fs = c.fs;
   const segs = segmentPaths(fs, root);
-  const blobFiles: { path: string; id: string }[] = [];
+  // The live file of each blob: the highest serial (older ones are left behind, as no blobs.ts hook removes them here).
+  const live = new Map<string, { path: string; id: string; serial: number }>();
   if (fs.stat(`${root}/blobs`) !== undefined) {
     for (const d of fs.readdir(`${root}/blobs`)) {
       for (const name of fs.readdir(`${root}/blobs/${d}`)) {
         const id = name.slice(0, 64);
-        if (m.blobs.has(id)) blobFiles.push({ path: `${root}/blobs/${d}/${name}`, id });
+        const serial = Number(name.slice(65));
+        if (m.blobs.has(id) && serial > (live.get(id)?.serial ?? -1)) live.set(id, { path: `${root}/blobs/${d}/${name}`, id, serial });
       }
     }
   }
+  const blobFiles = [...live.values()].sort((a, b) => (a.path < b.path ? -1 : 1));
   const roll = rng.below(20);
   let kind: Damage["kind"];
   let file: string;
