@@ -53,6 +53,20 @@ export const VALUE_CACHE_BYTES_DEFAULT = 16 * 1024 * 1024;
 export const VALUE_CACHE_ENTRIES_MAX = 200_000;
 /** Ids per getMany call; more are split into several calls (the server's GET_MANY_IDS_MAX). */
 export const GET_MANY_BATCH = 16384;
+/**
+ * Gets asked for in one turn of the event loop are sent together, as
+ * getMany calls of up to this many ids: small enough that replies start
+ * flowing at once and several batches are in flight, large enough that a
+ * frame carries hundreds of reads.
+ */
+export const GET_BATCH_MAX = 256;
+/**
+ * Keys whose read serial one transaction remembers. Past it, a write of a
+ * key whose read was not remembered carries the transaction's start (the
+ * newest txid known at its first read), so the vote can only refuse more,
+ * never less; and a client that only reads holds bounded memory.
+ */
+export const READS_TRACKED_MAX = 65536;
 /** Bytes of a blob read per chunk of the stream openBlob returns. */
 export const BLOB_READ_CHUNK = 1024 * 1024;
 
@@ -89,6 +103,10 @@ interface CachedRead {
   held: Held;
   value: Uint8Array | undefined;
   serial: bigint;
+  /** The transaction (RemoteStore's generation) in which this client last read it; 0: not read. */
+  readIn: number;
+  /** CLOCK's second-chance bit: set by a hit, cleared when eviction passes it over. */
+  used: boolean;
 }
 
 /** A write buffered in the open transaction. */
@@ -96,6 +114,13 @@ interface BufferedWrite {
   id: Uint8Array;
   kind: "put" | "delete" | "blob";
   value?: Uint8Array;
+}
+
+/** A get waiting to be sent in the next batch. */
+interface QueuedGet {
+  key: string;
+  resolve(value: Uint8Array | undefined): void;
+  reject(error: unknown): void;
 }
 
 /** A call waiting for its reply. */
@@ -184,8 +209,9 @@ export class RemoteStore {
   #channel: Channel;
   #pending = new Map<number, PendingCall>();
   #nextMsgid = 1;
-  /** Calls waiting for a free in-flight slot, in order. */
+  /** Calls waiting for a free in-flight slot, in order from #outboxHead (a queue without O(n) shifts). */
   #outbox: { msgid: number; method: string; args: unknown[] }[] = [];
+  #outboxHead = 0;
   #closed = false;
   #closeReason: Error | undefined;
   /** The error the server pushed before closing the connection. */
@@ -202,6 +228,11 @@ export class RemoteStore {
   #writes = new Map<string, BufferedWrite>();
   #writeBytes = 0;
   #reads = new Map<string, bigint>();
+  /** Counts transactions: a cache entry's `readIn` equal to it was read in the open one. */
+  #generation = 1;
+  /** The newest txid known when this transaction's first read was remembered (see READS_TRACKED_MAX). */
+  #readsView: bigint | undefined;
+  #readsOverflow = false;
   /** Files of `{ path, move: true }` blob sources, removed once the commit succeeds. */
   #moveSources: string[] = [];
   /** Set once the server has staged something of ours (a blob), so rollback tells it. */
@@ -209,6 +240,10 @@ export class RemoteStore {
   #blobCache: BlobCache | undefined;
   #sharedBlobDir: string | undefined;
   #invalidateListeners = new Set<(ids: Uint8Array[], txid: bigint) => void>();
+  /** Gets waiting for this turn's batch (see #getsFlush). */
+  #gets: QueuedGet[] = [];
+  /** Their ids, packed GET_BATCH_MAX to a buffer. */
+  #getsPacked: Uint8Array[] = [];
 
   /** @internal Use `connect()`. */
   constructor(url: string, fs: FileSystem, conn: import("../fs.ts").Connection, valueCacheBytes: number) {
@@ -341,16 +376,29 @@ export class RemoteStore {
     const reply = new Promise<unknown>((resolve, reject) => {
       this.#pending.set(msgid, { resolve, reject, onPush });
     });
-    if (this.#pending.size > IN_FLIGHT_MAX || this.#outbox.length > 0) this.#outbox.push({ msgid, method, args });
+    if (this.#pending.size > IN_FLIGHT_MAX || this.#outboxWaiting > 0) this.#outbox.push({ msgid, method, args });
     else this.#channel.send([msgid, method, args]);
     return { msgid, reply };
   }
 
+  /** Calls queued in the outbox. */
+  get #outboxWaiting(): number {
+    return this.#outbox.length - this.#outboxHead;
+  }
+
   /** Sends queued calls while in-flight slots are free. */
   #drainOutbox(): void {
-    while (this.#outbox.length > 0 && this.#pending.size - this.#outbox.length < IN_FLIGHT_MAX) {
-      const c = this.#outbox.shift()!;
+    while (this.#outboxWaiting > 0 && this.#pending.size - this.#outboxWaiting < IN_FLIGHT_MAX) {
+      const c = this.#outbox[this.#outboxHead]!;
+      this.#outbox[this.#outboxHead++] = undefined as never;
       this.#channel.send([c.msgid, c.method, c.args]);
+    }
+    if (this.#outboxHead === this.#outbox.length) {
+      this.#outbox = [];
+      this.#outboxHead = 0;
+    } else if (this.#outboxHead > 4096 && this.#outboxHead * 2 > this.#outbox.length) {
+      this.#outbox = this.#outbox.slice(this.#outboxHead);
+      this.#outboxHead = 0;
     }
   }
 
@@ -362,7 +410,7 @@ export class RemoteStore {
       this.#pending.delete(m.msgid);
       if (m.error !== null && m.error !== undefined) p.reject(errorFromWire(m.error));
       else p.resolve(m.result);
-      if (this.#outbox.length > 0) this.#drainOutbox();
+      if (this.#outboxWaiting > 0) this.#drainOutbox();
       if (this.#replyWaiters.length > 0) for (const w of this.#replyWaiters.splice(0)) w();
       return;
     }
@@ -407,6 +455,7 @@ export class RemoteStore {
     for (const p of this.#pending.values()) p.reject(e);
     this.#pending.clear();
     this.#outbox = [];
+    this.#outboxHead = 0;
     for (const f of this.#onLost.splice(0)) f();
     for (const w of this.#replyWaiters.splice(0)) w();
     this.#blobCache = undefined;
@@ -431,30 +480,38 @@ export class RemoteStore {
   // -------------------------------------------------------------------------
   // The value cache
 
+  // The cache is an LRU approximated by CLOCK (second chance): a hit only
+  // sets `used`; eviction skips used entries once, moving them to the end.
+  // Each entry also remembers the transaction (generation) in which this
+  // client last read it, so the read set of a transaction costs nothing on
+  // the hot path: only when an entry read in this transaction leaves the
+  // cache (invalidated, evicted, replaced) is its serial copied into #reads.
+
   #cacheGet(key: string): CachedRead | undefined {
     const c = this.#cache.get(key);
-    if (c !== undefined) {
-      // Most recently used goes last.
-      this.#cache.delete(key);
-      this.#cache.set(key, c);
-    }
+    if (c !== undefined) c.used = true;
     return c;
   }
 
-  #cacheSet(key: string, c: CachedRead): void {
-    if (this.#cacheBytesMax === 0) return;
-    const size = (c.value?.length ?? 0) + KEY_SIZE;
-    if (size > this.#cacheBytesMax / 4) {
-      this.#cacheDrop(key);
-      return;
-    }
+  /** Caches a read (or this client's own committed write) of `key`; false when it is too big to cache. */
+  #cacheSet(key: string, c: CachedRead): boolean {
     this.#cacheDrop(key);
+    if (this.#cacheBytesMax === 0) return false;
+    const size = (c.value?.length ?? 0) + KEY_SIZE;
+    if (size > this.#cacheBytesMax / 4) return false;
     this.#cache.set(key, c);
     this.#cacheBytes += size;
     while (this.#cacheBytes > this.#cacheBytesMax || this.#cache.size > VALUE_CACHE_ENTRIES_MAX) {
-      const oldest = this.#cache.keys().next().value as string;
-      this.#cacheDrop(oldest);
+      const [oldestKey, oldest] = this.#cache.entries().next().value as [string, CachedRead];
+      if (oldest.used && oldestKey !== key) {
+        oldest.used = false;
+        this.#cache.delete(oldestKey);
+        this.#cache.set(oldestKey, oldest);
+        continue;
+      }
+      this.#cacheDrop(oldestKey);
     }
+    return true;
   }
 
   #cacheDrop(key: string): void {
@@ -462,16 +519,48 @@ export class RemoteStore {
     if (c === undefined) return;
     this.#cache.delete(key);
     this.#cacheBytes -= (c.value?.length ?? 0) + KEY_SIZE;
+    if (c.readIn === this.#generation) this.#rememberRead(key, c.serial);
   }
 
-  /** Remembers the serial a read of `key` saw, for the vote (the first read in the transaction counts). */
-  #noteRead(key: string, serial: bigint): void {
-    if (!this.#reads.has(key)) this.#reads.set(key, serial);
+  /**
+   * Notes that this transaction read `key` at `serial`. A cached entry
+   * carries it (`readIn`); a read that is not cached goes to #reads.
+   */
+  #noteRead(key: string, serial: bigint, cached: CachedRead | undefined): void {
+    if (this.#readsView === undefined) this.#readsView = this.#view;
+    if (cached !== undefined) {
+      if (cached.readIn !== this.#generation) {
+        // Read in this transaction from an entry cached earlier: its serial is what this transaction saw.
+        cached.readIn = this.#generation;
+      }
+      return;
+    }
+    this.#rememberRead(key, serial);
   }
 
-  /** The serial a write of `key` carries: read in this transaction, else cached, else the newest txid heard of. */
+  /** Records a read serial in #reads (the first read in the transaction wins), up to READS_TRACKED_MAX. */
+  #rememberRead(key: string, serial: bigint): void {
+    if (this.#readsOverflow || this.#reads.has(key)) return;
+    if (this.#reads.size >= READS_TRACKED_MAX) {
+      this.#readsOverflow = true;
+      return;
+    }
+    this.#reads.set(key, serial);
+  }
+
+  /**
+   * The serial a write of `key` carries: the one this transaction read
+   * (from #reads, or the cached entry it read); else, if reads overflowed
+   * READS_TRACKED_MAX, the transaction's start; else the cached one; else
+   * the newest txid heard of (a blind write).
+   */
   #serialFor(key: string): bigint {
-    return this.#reads.get(key) ?? this.#cache.get(key)?.serial ?? this.#view;
+    const read = this.#reads.get(key);
+    if (read !== undefined) return read;
+    const c = this.#cache.get(key);
+    if (c !== undefined && c.readIn === this.#generation) return c.serial;
+    if (this.#readsOverflow) return this.#readsView!;
+    return c?.serial ?? this.#view;
   }
 
   // -------------------------------------------------------------------------
@@ -484,28 +573,100 @@ export class RemoteStore {
    * @example
    * const bytes = await remote.get(id);
    */
-  async get(id: Uint8Array): Promise<Uint8Array | undefined> {
-    this.#checkOpen();
-    checkKey(id);
+  get(id: Uint8Array): Promise<Uint8Array | undefined> {
+    // Not an async function: the hot path of pipelined reads allocates as little as it can.
+    if (this.#closed) return Promise.reject(this.#closedError());
+    try {
+      checkKey(id);
+    } catch (e) {
+      return Promise.reject(e);
+    }
     const key = keyString(id);
-    const w = this.#writes.get(key);
-    if (w !== undefined) return w.kind === "put" ? w.value!.slice() : undefined;
+    if (this.#writes.size > 0) {
+      const w = this.#writes.get(key);
+      if (w !== undefined) return Promise.resolve(w.kind === "put" ? w.value!.slice() : undefined);
+    }
     const c = this.#cacheGet(key);
     if (c !== undefined && c.held !== Held.Exists) {
-      this.#noteRead(key, c.serial);
-      return c.held === Held.Value ? c.value!.slice() : undefined;
+      this.#noteRead(key, c.serial, c);
+      return Promise.resolve(c.held === Held.Value ? c.value!.slice() : undefined);
     }
-    const [value, serial, blob] = await this.#call("get", [id]) as [Uint8Array | null, unknown, boolean];
-    const s = toBigint(serial);
-    this.#noteRead(key, s);
-    if (value === null) {
-      this.#cacheSet(key, { held: blob ? Held.Blob : Held.Absent, value: undefined, serial: s });
+    return new Promise((resolve, reject) => {
+      // Copied into the batch's packed ids now: the caller may reuse its array before the batch is sent.
+      const n = this.#gets.length;
+      if (n % GET_BATCH_MAX === 0) this.#getsPacked.push(new Uint8Array(GET_BATCH_MAX * KEY_SIZE));
+      this.#getsPacked[this.#getsPacked.length - 1]!.set(id, (n % GET_BATCH_MAX) * KEY_SIZE);
+      this.#gets.push({ key, resolve, reject });
+      if (n === 0) queueMicrotask(() => this.#getsFlush());
+    });
+  }
+
+  /**
+   * Sends the gets asked for in this turn of the event loop: one alone as
+   * `get`, several as `getMany` calls of up to GET_BATCH_MAX ids (as
+   * DataLoader does), so pipelined reads cost one frame per batch.
+   */
+  #getsFlush(): void {
+    const gets = this.#gets;
+    const packed = this.#getsPacked;
+    this.#gets = [];
+    this.#getsPacked = [];
+    for (let b = 0, start = 0; start < gets.length; b++, start += GET_BATCH_MAX) {
+      const part = gets.length <= GET_BATCH_MAX ? gets : gets.slice(start, start + GET_BATCH_MAX);
+      const ids = packed[b]!.subarray(0, part.length * KEY_SIZE);
+      if (part.length === 1) {
+        this.#getOne(part[0]!, ids);
+        continue;
+      }
+      this.#call("getMany", [ids]).then((reply) => this.#getsDeliver(part, ids, reply), (e) => {
+        for (const g of part) g.reject(e);
+      });
+    }
+  }
+
+  #getsDeliver(part: QueuedGet[], ids: Uint8Array, reply: unknown): void {
+    const [values, serials] = reply as [(Uint8Array | null | boolean)[], unknown[]];
+    for (let k = 0; k < part.length; k++) {
+      const g = part[k]!;
+      const v = values[k];
+      if (v === true) {
+        // Past the reply's byte budget: fetched alone.
+        this.#getOne(g, ids.subarray(k * KEY_SIZE, (k + 1) * KEY_SIZE));
+        continue;
+      }
+      try {
+        g.resolve(this.#gotValue(g.key, v ?? null, toBigint(serials[k])));
+      } catch (e) {
+        g.reject(e);
+      }
+    }
+  }
+
+  #getOne(g: QueuedGet, id: Uint8Array): void {
+    this.#call("get", [id]).then((reply) => {
+      const [value, serial, blob] = reply as [Uint8Array | null, unknown, boolean];
+      g.resolve(this.#gotValue(g.key, value === null && blob === true ? false : value, toBigint(serial)));
+    }).catch(g.reject);
+  }
+
+  /** Records a read (serial, cache) and returns the caller's copy: `value` bin, null (absent) or false (a blob). */
+  #gotValue(key: string, value: Uint8Array | null | false, serial: bigint): Uint8Array | undefined {
+    if (value === null || value === false) {
+      this.#cacheRead(key, value === null ? Held.Absent : Held.Blob, undefined, serial);
       return undefined;
     }
     // The reply's bytes are a view into a socket buffer: keep our own copy, hand out another.
     const own = value.slice();
-    this.#cacheSet(key, { held: Held.Value, value: own, serial: s });
-    return own.slice();
+    return this.#cacheRead(key, Held.Value, own, serial) ? own.slice() : own;
+  }
+
+  /** Caches what a read from the server saw and notes the read; false when not cached. */
+  #cacheRead(key: string, held: Held, value: Uint8Array | undefined, serial: bigint): boolean {
+    const entry: CachedRead = { held, value, serial, readIn: this.#generation, used: false };
+    if (this.#readsView === undefined) this.#readsView = this.#view;
+    if (this.#cacheSet(key, entry)) return true;
+    this.#rememberRead(key, serial);
+    return false;
   }
 
   /**
@@ -522,13 +683,11 @@ export class RemoteStore {
     if (w !== undefined) return w.kind !== "delete";
     const c = this.#cacheGet(key);
     if (c !== undefined) {
-      this.#noteRead(key, c.serial);
+      this.#noteRead(key, c.serial, c);
       return c.held !== Held.Absent;
     }
     const [present, serial] = await this.#call("has", [id]) as [boolean, unknown];
-    const s = toBigint(serial);
-    this.#noteRead(key, s);
-    this.#cacheSet(key, { held: present ? Held.Exists : Held.Absent, value: undefined, serial: s });
+    this.#cacheRead(key, present ? Held.Exists : Held.Absent, undefined, toBigint(serial));
     return present === true;
   }
 
@@ -553,7 +712,7 @@ export class RemoteStore {
       }
       const c = this.#cacheGet(key);
       if (c !== undefined && c.held !== Held.Exists) {
-        this.#noteRead(key, c.serial);
+        this.#noteRead(key, c.serial, c);
         out[i] = c.held === Held.Value ? c.value!.slice() : undefined;
         continue;
       }
@@ -564,23 +723,16 @@ export class RemoteStore {
     for (let start = 0; start < ask.length; start += GET_MANY_BATCH) {
       const part = ask.slice(start, start + GET_MANY_BATCH);
       batches.push((async () => {
-        const [values, serials] = await this.#call("getMany", [part.map((i) => ids[i]!)]) as [(Uint8Array | null | true)[], unknown[]];
+        const [values, serials] = await this.#call("getMany", [part.map((i) => ids[i]!)]) as [(Uint8Array | null | boolean)[], unknown[]];
         for (let k = 0; k < part.length; k++) {
           const i = part[k]!;
-          const key = keyString(ids[i]!);
           const v = values[k];
-          const s = toBigint(serials[k]);
           if (v === true) {
             // Past the reply's byte budget: fetched alone.
             alone.push(this.get(ids[i]!).then((x) => void (out[i] = x)));
             continue;
           }
-          this.#noteRead(key, s);
-          // nil is "absent or a blob": not cached, so has() and openBlob() ask the server.
-          if (v === null || v === undefined) continue;
-          const own = v.slice();
-          this.#cacheSet(key, { held: Held.Value, value: own, serial: s });
-          out[i] = own.slice();
+          out[i] = this.#gotValue(keyString(ids[i]!), v ?? null, toBigint(serials[k]));
         }
       })());
     }
@@ -685,34 +837,40 @@ export class RemoteStore {
     }
     const writes = this.#writes;
     const moveSources = this.#moveSources;
-    const calls: Promise<unknown>[] = [];
+    const batches: unknown[][] = [];
     let batch: unknown[] = [];
     let batchBytes = 0;
     for (const [key, w] of writes) {
       if (w.kind === "blob") continue; // already staged on the server by putBlob
       const size = (w.value?.length ?? 0) + KEY_SIZE + 16;
       if (batch.length > 0 && batchBytes + size > WRITE_BATCH_BYTES) {
-        calls.push(this.#call("write", [batch]));
+        batches.push(batch);
         batch = [];
         batchBytes = 0;
       }
       batch.push([w.id, w.kind === "put" ? w.value! : null, this.#serialFor(key)]);
       batchBytes += size;
     }
-    if (batch.length > 0) calls.push(this.#call("write", [batch]));
-    // Pipelined: the writes, the vote and the finish leave together; the first error is the one reported.
-    const vote = this.#call("vote", []);
-    const finish = this.#call("finish", []);
+    batches.push(batch);
+    // Pipelined: the writes, the vote and the finish leave together (one `commit` call when the
+    // writes fit one frame); the first error is the one reported.
+    const calls: Promise<unknown>[] = [];
+    if (batches.length === 1) {
+      calls.push(this.#call("commit", [batches[0]]));
+    } else {
+      for (const b of batches) calls.push(this.#call("write", [b]));
+      calls.push(this.#call("vote", []));
+      calls.push(this.#call("finish", []));
+    }
     this.#transactionReset();
-    const settled = await Promise.allSettled([...calls, vote, finish]);
+    const settled = await Promise.allSettled(calls);
     const failed = settled.find((r) => r.status === "rejected") as PromiseRejectedResult | undefined;
     if (failed !== undefined) throw failed.reason;
     const txid = toBigint((settled[settled.length - 1] as PromiseFulfilledResult<unknown>).value);
     if (txid > this.#view) this.#view = txid;
     for (const [key, w] of writes) {
-      if (w.kind === "put") this.#cacheSet(key, { held: Held.Value, value: w.value!, serial: txid });
-      else if (w.kind === "delete") this.#cacheSet(key, { held: Held.Absent, value: undefined, serial: txid });
-      else this.#cacheSet(key, { held: Held.Blob, value: undefined, serial: txid });
+      const held = w.kind === "put" ? Held.Value : w.kind === "delete" ? Held.Absent : Held.Blob;
+      this.#cacheSet(key, { held, value: w.kind === "put" ? w.value! : undefined, serial: txid, readIn: 0, used: false });
     }
     for (const path of moveSources) {
       try {
@@ -738,9 +896,12 @@ export class RemoteStore {
   }
 
   #transactionReset(): void {
+    this.#generation++;
     this.#writes = new Map();
     this.#writeBytes = 0;
     this.#reads = new Map();
+    this.#readsView = undefined;
+    this.#readsOverflow = false;
     this.#moveSources = [];
     this.#serverStaged = false;
   }
@@ -780,20 +941,30 @@ export class RemoteStore {
   /** Streams `source` to the server in chunk frames, each sent only once the last was handed to the kernel. */
   async #putBlobUpload(id: Uint8Array, source: unknown, serial: bigint): Promise<{ length: number; hash: Uint8Array }> {
     // The chunks are notifications that must follow uploadStart: wait until nothing is queued ahead of it.
-    while (this.#outbox.length > 0 || this.#pending.size >= IN_FLIGHT_MAX) await this.#someReply();
+    while (this.#outboxWaiting > 0 || this.#pending.size >= IN_FLIGHT_MAX) await this.#someReply();
     const start = this.#callWithId("uploadStart", [id, serial]);
     let startFailed: unknown;
     start.reply.catch((e) => (startFailed = e));
     const headerSize = chunkHeaderSize("uploadChunk");
-    const buf = new Uint8Array(headerSize + BLOB_CHUNK_SIZE);
+    // Two buffers: one fills from the source while the other's frame is going out. A buffer is
+    // refilled only once its frame was handed to the kernel, so the source is read as the socket drains.
+    const bufs = [0, 1].map(() => new Uint8Array(headerSize + BLOB_CHUNK_SIZE));
+    const sending: (Promise<void> | undefined)[] = [undefined, undefined];
+    let cur = 0;
+    let buf = bufs[0]!;
     let fill = 0;
     let total = 0;
     const send = async () => {
       if (fill === 0) return;
       writeChunkHeader(buf, "uploadChunk", start.msgid, fill);
-      await this.#channel.sendFrame(buf.subarray(0, headerSize + fill));
+      const p = this.#channel.sendFrame(buf.subarray(0, headerSize + fill));
+      p.catch(() => {}); // awaited below or at the end; never unhandled
+      sending[cur] = p;
       total += fill;
       fill = 0;
+      cur ^= 1;
+      buf = bufs[cur]!;
+      if (sending[cur] !== undefined) await sending[cur];
     };
     const take = async (chunk: Uint8Array) => {
       let at = 0;
@@ -828,6 +999,7 @@ export class RemoteStore {
         await forEachChunk(source, take);
       }
       await send();
+      for (const p of sending) if (p !== undefined) await p;
     } catch (e) {
       // The source (or the server) failed mid-way: the server drops what it received.
       this.#call("uploadAbort", [start.msgid]).catch(() => {});
@@ -943,7 +1115,7 @@ export class RemoteStore {
     if (!(stat.hash instanceof Uint8Array) || stat.hash.length !== BLOB_HASH_SIZE || !/^[0-9a-f]{2}\/[0-9a-f]{64}\.\d+$/.test(stat.name)) {
       throw protocolError(`blobStat of ${idHex(id)}: malformed reply`);
     }
-    this.#noteRead(key, stat.serial);
+    this.#noteRead(key, stat.serial, undefined);
     return stat;
   }
 

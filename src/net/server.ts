@@ -38,7 +38,7 @@ import type { Connection, File, Listener } from "../fs.ts";
 import { isFsError } from "../fs.ts";
 import { putBlobAttach, putBlobDiscard, putBlobStage, type StagedBlob } from "../blobs.ts";
 import {
-  assert, ConflictError, IntegrityError, INDEX_BLOB_FLAG, INDEX_SIZE_MASK, MAX_OBJECT_SIZE, NotFoundError,
+  assert, ConflictError, IntegrityError, INDEX_BLOB_FLAG, INDEX_SIZE_MASK, KEY_SIZE, MAX_OBJECT_SIZE, NotFoundError,
   PUT_HEADER_SIZE, SegstoreError, StateError, StorageError,
 } from "../format.ts";
 import { joinPath } from "../paths.ts";
@@ -61,6 +61,10 @@ import { SerialTable } from "./serials.ts";
 export const GET_MANY_REPLY_BYTES = 8 * 1024 * 1024;
 /** Ids one `getMany` call may ask for. */
 export const GET_MANY_IDS_MAX = LIST_CHUNK_IDS;
+/** A session that committed within this many milliseconds counts as active: the group commit may wait for it. */
+export const GROUP_COMMIT_ACTIVE_MS = 50;
+/** Longest a group commit waits for active sessions to join it (also capped by the last commit's duration). */
+export const GROUP_COMMIT_WAIT_MAX_MS = 2;
 /** A failed authentication is answered after this delay, to slow down guessing. */
 export const AUTH_FAILURE_DELAY_MS = 200;
 
@@ -205,6 +209,11 @@ class Server {
   #url = "";
   #finishQueue: FinishWaiter[] = [];
   #flushScheduled = false;
+  /** Group commit pacing (see #flush): when waiting began, the timer, the last commit's duration, each session's last commit. */
+  #waitStarted: number | undefined;
+  #waitTimer: ReturnType<typeof setTimeout> | undefined;
+  #lastCommitMs = 0;
+  readonly #lastCommitAt = new Map<Session, number>();
   #closed = false;
 
   constructor(store: Store, token: Uint8Array | undefined) {
@@ -251,6 +260,12 @@ class Server {
   finish(session: Session): Promise<bigint> {
     return new Promise((resolve, reject) => {
       this.#finishQueue.push({ session, resolve, reject });
+      if (this.#waitTimer !== undefined && this.#finishQueue.length >= this.#activeCommitters()) {
+        // Everyone we were waiting for is here: commit now.
+        clearTimeout(this.#waitTimer);
+        this.#waitTimer = undefined;
+        this.#flushScheduled = false;
+      }
       if (!this.#flushScheduled) {
         this.#flushScheduled = true;
         afterIo(() => this.#flush());
@@ -258,10 +273,45 @@ class Server {
     });
   }
 
+  /** Sessions that committed within the last GROUP_COMMIT_ACTIVE_MS: the ones likely to commit again soon. */
+  #activeCommitters(): number {
+    const since = performance.now() - GROUP_COMMIT_ACTIVE_MS;
+    let n = 0;
+    for (const t of this.#lastCommitAt.values()) if (t >= since) n++;
+    return n;
+  }
+
+  /**
+   * Commits the queued sessions, after waiting a little for more when
+   * fewer have queued than committed recently (the commit_delay /
+   * commit_siblings of PostgreSQL): clients answered by the last group
+   * need a moment to send their next commit, and one fdatasync for all of
+   * them beats one each. The wait is at most the last commit's duration
+   * (capped at GROUP_COMMIT_WAIT_MAX_MS), so it can at most double a
+   * commit's latency while it lets a group grow to every active client.
+   */
   #flush(): void {
     this.#flushScheduled = false;
-    if (this.#finishQueue.length === 0) return;
-    this.#groupCommit(this.#finishQueue.splice(0));
+    const queued = this.#finishQueue.length;
+    if (queued === 0) return;
+    const now = performance.now();
+    this.#waitStarted ??= now;
+    const budget = Math.min(GROUP_COMMIT_WAIT_MAX_MS, this.#lastCommitMs);
+    if (!this.#closed && queued < this.#activeCommitters() && now - this.#waitStarted < budget) {
+      this.#flushScheduled = true;
+      this.#waitTimer = setTimeout(() => {
+        this.#waitTimer = undefined;
+        this.#flush();
+      }, Math.max(0, budget - (now - this.#waitStarted)));
+      return;
+    }
+    this.#waitStarted = undefined;
+    const batch = this.#finishQueue.splice(0);
+    const started = performance.now();
+    this.#groupCommit(batch);
+    const done = performance.now();
+    this.#lastCommitMs = done - started;
+    for (const item of batch) this.#lastCommitAt.set(item.session, done);
   }
 
   /**
@@ -338,13 +388,35 @@ class Server {
     if (this.#closed) return;
     this.#closed = true;
     await this.#listener?.close();
+    if (this.#waitTimer !== undefined) {
+      clearTimeout(this.#waitTimer);
+      this.#waitTimer = undefined;
+      this.#flush();
+    }
     for (const s of [...this.sessions]) s.close();
     for (const item of this.#finishQueue.splice(0)) item.reject(new StateError("ECLOSED", `server ${this.#url} closed before the commit`));
   }
 
   removed(session: Session): void {
     this.sessions.delete(session);
+    this.#lastCommitAt.delete(session);
   }
+}
+
+/**
+ * Ids as an array of 32-byte bins, or packed: one bin of 32·n bytes (what
+ * the client's batched gets send: one allocation per batch, not per id).
+ * Packed ids are views into the frame, used only while the call runs.
+ */
+function argIds(v: unknown, what: string): Uint8Array[] {
+  if (v instanceof Uint8Array) {
+    if (v.length % KEY_SIZE !== 0) throw new TypeError(`${what}: packed ids must be a multiple of ${KEY_SIZE} bytes, got ${v.length}`);
+    const ids = new Array<Uint8Array>(v.length / KEY_SIZE);
+    for (let i = 0; i < ids.length; i++) ids[i] = v.subarray(i * KEY_SIZE, (i + 1) * KEY_SIZE);
+    return ids;
+  }
+  if (!Array.isArray(v)) throw new TypeError(`${what} must be an array of ids or packed ids (bin), got ${describe(v)}`);
+  return v.map((x, i) => argId(x, `${what}[${i}]`));
 }
 
 // ---------------------------------------------------------------------------
@@ -393,6 +465,7 @@ const METHODS: Record<string, Handler> = {
   uploadName: (s, a) => s.uploadNamed(a),
   vote: (s) => s.vote(),
   finish: (s) => s.finish(),
+  commit: (s, a) => s.commit(a),
   abort: (s) => s.abort(),
   ping: (s) => s.server.store.nextTxid - 1n,
   stats: (s) => s.server.store.stats(),
@@ -627,26 +700,27 @@ class Session {
   }
 
   /**
-   * `[values, serials]` in the order asked; a value is bin, nil (absent or
-   * a blob) or `true`: present but past GET_MANY_REPLY_BYTES in this reply
-   * (the client asks for it alone). Sizes come from the index, so no value
-   * past the budget is ever read.
+   * `[values, serials]` in the order asked; a value is bin, nil (absent),
+   * `false` (a blob) or `true`: present but past GET_MANY_REPLY_BYTES in
+   * this reply (the client asks for it alone). Sizes come from the index,
+   * so no value past the budget is ever read.
    */
-  getMany(args: unknown[]): [(Uint8Array | null | true)[], bigint[]] {
-    if (!Array.isArray(args[0])) throw new TypeError(`getMany ids must be an array, got ${describe(args[0])}`);
-    const raw = args[0] as unknown[];
-    if (raw.length > GET_MANY_IDS_MAX) throw new RangeError(`getMany of ${raw.length} ids is over the limit of ${GET_MANY_IDS_MAX} per call`);
-    const ids = raw.map((v, i) => argId(v, `getMany ids[${i}]`));
+  getMany(args: unknown[]): [(Uint8Array | null | boolean)[], bigint[]] {
+    const ids = argIds(args[0], "getMany ids");
+    if (ids.length > GET_MANY_IDS_MAX) throw new RangeError(`getMany of ${ids.length} ids is over the limit of ${GET_MANY_IDS_MAX} per call`);
     const store = this.server.store;
     const index = store.internals().index;
-    const values: (Uint8Array | null | true)[] = new Array(ids.length).fill(null);
+    const values: (Uint8Array | null | boolean)[] = new Array(ids.length).fill(null);
     const fetch: number[] = [];
     let budget = GET_MANY_REPLY_BYTES;
     for (let i = 0; i < ids.length; i++) {
       const entry = index.lookup(ids[i]!);
       if (entry < 0) continue;
       const size = index.sizeAt(entry);
-      if (size & INDEX_BLOB_FLAG) continue;
+      if (size & INDEX_BLOB_FLAG) {
+        values[i] = false;
+        continue;
+      }
       const bytes = (size & INDEX_SIZE_MASK) - PUT_HEADER_SIZE;
       if (bytes > budget) {
         values[i] = true;
@@ -713,17 +787,25 @@ class Session {
     try {
       this.push("blobStart", [msgid, record.length, record.hash, record.serial]);
       const dataAt = chunkHeaderSize("blobChunk");
-      const buf = new Uint8Array(dataAt + Math.min(BLOB_CHUNK_SIZE, Math.max(length, 1)));
+      // Two buffers: the next chunk is read while the last is still going out, so the socket never waits
+      // for the disk; a buffer is reused only once its frame was handed to the kernel.
+      const bufs = [0, 1].map(() => new Uint8Array(dataAt + Math.min(BLOB_CHUNK_SIZE, Math.max(length, 1))));
+      const inFlight: (Promise<void> | undefined)[] = [undefined, undefined];
       let pos = 0;
-      while (pos < length) {
+      for (let k = 0; pos < length; k ^= 1) {
+        if (inFlight[k] !== undefined) await inFlight[k];
+        const buf = bufs[k]!;
         const want = Math.min(BLOB_CHUNK_SIZE, length - pos);
         const n = file.read(buf.subarray(dataAt, dataAt + want), pos);
         if (n === 0) throw new IntegrityError(`blob file ${path} is shorter than its record says: ${pos} of ${length} bytes`, { store: store.path, file: path, offset: pos });
         writeChunkHeader(buf, "blobChunk", msgid, n);
-        await this.channel.sendFrame(buf.subarray(0, dataAt + n));
+        inFlight[k] = this.channel.sendFrame(buf.subarray(0, dataAt + n));
+        // Handled when awaited; a failure before then must not go unhandled.
+        inFlight[k]!.catch(() => {});
         pos += n;
         this.server.counters.blobBytesSent += n;
       }
+      for (const p of inFlight) if (p !== undefined) await p;
     } finally {
       file.close();
     }
@@ -815,6 +897,17 @@ class Session {
     serials.reserve(this.staged.keys());
     this.#voted = true;
     return null;
+  }
+
+  /**
+   * `commit [writes]`: `write`, `vote` and `finish` in one call (what a
+   * client sends for a transaction whose writes fit one frame): one frame
+   * each way per commit. Errors as those three.
+   */
+  commit(args: unknown[]): bigint | Promise<bigint> {
+    this.write(args);
+    this.vote();
+    return this.finish();
   }
 
   /** Commits the voted transaction in the next group commit; resolves with its txid. */
