@@ -65,6 +65,8 @@ export const GET_MANY_IDS_MAX = LIST_CHUNK_IDS;
 export const GROUP_COMMIT_ACTIVE_MS = 50;
 /** Longest a group commit waits for active sessions to join it (also capped by the last commit's duration). */
 export const GROUP_COMMIT_WAIT_MAX_MS = 2;
+/** The coarsest a timer may fire (Node and Deno round setTimeout to whole milliseconds). */
+const TIMER_RESOLUTION_MS = 1;
 /** A failed authentication is answered after this delay, to slow down guessing. */
 export const AUTH_FAILURE_DELAY_MS = 200;
 
@@ -297,12 +299,18 @@ class Server {
     const now = performance.now();
     this.#waitStarted ??= now;
     const budget = Math.min(GROUP_COMMIT_WAIT_MAX_MS, this.#lastCommitMs);
-    if (!this.#closed && queued < this.#activeCommitters() && now - this.#waitStarted < budget) {
+    const left = budget - (now - this.#waitStarted);
+    if (!this.#closed && left > 0 && queued < this.#activeCommitters()) {
       this.#flushScheduled = true;
-      this.#waitTimer = setTimeout(() => {
-        this.#waitTimer = undefined;
-        this.#flush();
-      }, Math.max(0, budget - (now - this.#waitStarted)));
+      if (left >= TIMER_RESOLUTION_MS) {
+        this.#waitTimer = setTimeout(() => {
+          this.#waitTimer = undefined;
+          this.#flush();
+        }, left);
+      } else {
+        // Less than a timer tick: look again after the next round of I/O (sub-millisecond commits on a fast disk).
+        afterIo(() => this.#flush());
+      }
       return;
     }
     this.#waitStarted = undefined;
