@@ -65,32 +65,36 @@
  * ## Repair (each row is exercised by tests/60.check)
  *
  * Repair needs the exclusive lock (a store open for writing, or a path no
- * one holds). It runs the check, and when anything is wrong:
+ * one holds). It runs the check, and when anything is wrong it decides
+ * everything it will write first (`repairPlan`), then writes it in a
+ * crash-safe order (`repairDisk`), then rebuilds the index from the log:
  *
  * | found                               | repair does                                                        |
  * |-------------------------------------|--------------------------------------------------------------------|
- * | any problem                         | first deletes every index.N / hints.N (and syncs the directory):   |
- * |                                     |   from here on a crash leaves a log that open replays in full      |
  * | damaged region in a segment         | rewrites the segment (temp file, datasync, rename, directory sync) |
  * |                                     |   with every valid record before the damage and every one found by |
  * |                                     |   resynchronising after it; drops the damaged bytes                |
  * | bad magic                           | the same: the rewritten segment gets its magic back                |
  * | COMMIT with a txid not rising       | the same, without that COMMIT (its records join the next commit)   |
- * | index, checkpoint, hints, stats     | rebuilds the index and stats by replaying the log (as open does)   |
+ * | records whose COMMIT a checkpoint   | kept, and committed by a COMMIT repair appends (the checkpoint     |
+ * |   vouches for, though it is lost    |   proves they were); bytes cut off below its position are lost     |
+ * | an uncommitted tail                 | dropped from the segment holding the last commit, as open would    |
+ * | index, checkpoint, hints, stats     | every index.N / hints.N is deleted; the index and stats are rebuilt |
+ * |                                     |   by replaying the repaired log (as open does)                     |
  * | blob file missing or damaged        | its id is lost                                                     |
- * | an id whose live version was lost   | listed in `lost`; if an older version (or a version its lost       |
- * |                                     |   DELETE would have removed) shows again, a DELETE in a new commit |
- * |                                     |   removes it: repair never serves a version the log superseded     |
+ * | an id whose live version was lost   | listed in `lost`; if the log still shows an older version (or one  |
+ * |                                     |   its lost DELETE removed), repair appends a DELETE for it in the  |
+ * |                                     |   segment of the last commit: it never serves a superseded version |
  * | then                                | writes a checkpoint and checks again; `repaired` says it passed    |
  *
- * Which ids were lost is found by comparing the index before repair (the
+ * Which ids were lost is decided against the index before repair: the
  * open store's; for a store that does not open, its newest usable
- * checkpoint replayed forward over what can be read) with the index
- * rebuilt after it, following each salvaged record to its new offset.
- * Damage newer than any checkpoint in a store that does not open is
- * unknown to both; there a record whose header and key survive (a flipped
- * value byte) still names its id, which is then listed as lost unless a
- * later record of that id superseded it.
+ * checkpoint replayed forward over what can be read (or the one that
+ * vouches for lost bytes). See `repairPlan` for the rules. Damage newer
+ * than any checkpoint in a store that does not open is unknown to that
+ * index; there a record whose header and key survive (a flipped value byte)
+ * still names its id, which is then listed as lost unless a later record of
+ * that id superseded it.
  */
 import { createBLAKE3, type IHasher } from "hash-wasm";
 import type { File, FileSystem } from "./fs.ts";
@@ -106,7 +110,8 @@ import { decodeHints, HINTS_SIZE_MAX, type Hints, type SegmentStat } from "./hin
 import { KeyIndex, type CheckpointMeta } from "./keyindex.ts";
 import { joinPath, parseCheckpointName, StorePaths, STORE_FILES, TEMP_SUFFIX } from "./paths.ts";
 import {
-  commitTxid, deleteKilledSegment, listSegments, type ScanEnd, type ScannedRecord, SegmentScanner, storageError,
+  commitTxid, deleteKilledSegment, listSegments, type ScanEnd, type ScannedRecord, SegmentFiles, SegmentScanner,
+  storageError,
 } from "./segments.ts";
 import { acquireStoreLock } from "./storelock.ts";
 import { idHex, Store } from "./store.ts";
@@ -368,6 +373,21 @@ class LogReplay {
   }
 
   /**
+   * Commits what is pending as if a COMMIT of `txid` ended at `position`:
+   * a checkpoint vouches that one did, though the log lost it. Returns
+   * whether anything was pending.
+   */
+  commitAt(position: LogPosition, txid: bigint): boolean {
+    const any = this.undo.length > 0 || this.uncommittedDeletes.length > 0;
+    this.undo.clear();
+    for (const s of this.uncommittedDeletes) this.deleteBytes.set(s, (this.deleteBytes.get(s) ?? 0) + DELETE_RECORD_SIZE);
+    this.uncommittedDeletes = [];
+    if (txid > this.lastTxid) this.lastTxid = txid;
+    this.lastCommit = position;
+    return any;
+  }
+
+  /**
    * Ends the replay. Records after the last COMMIT are an uncommitted tail
    * and undone, unless `keepTail`: in a store open for writing they were
    * committed (its open cut every tail) and only their COMMIT went bad.
@@ -414,6 +434,8 @@ interface DamagedRegion {
   reason: ScanEnd;
   /** Known to hold committed data (see the top comment), so a problem and repaired; else an uncommitted tail. */
   corrupt: boolean;
+  /** Set for the bytes a checkpoint vouches for past the end of a segment cut short. */
+  missing?: boolean;
 }
 
 /** The id of a record that failed its CRC but whose header and key look sound: maybe lost. */
@@ -478,8 +500,12 @@ class StoreCheck {
   private corruptLast: DamagedRegion | undefined;
   /** Where the committed log ends: after the last valid COMMIT, or (store open for writing) the end of the last segment. */
   committedEnd: LogPosition | undefined;
-  /** True when records after the last valid COMMIT count as committed (see LogReplay.finish) and exist. */
-  uncommittedKept = false;
+  /**
+   * True when records after the last valid COMMIT count as committed and
+   * exist: in a store open for writing (see LogReplay.finish), or before a
+   * position a checkpoint vouches for. Repair then appends a COMMIT for them.
+   */
+  commitNeeded = false;
   private progressDone = 0;
   private progressTotal = 0;
 
@@ -530,10 +556,15 @@ class StoreCheck {
     return offset < (this.sizes.get(segment) ?? 0);
   }
 
-  /** Segments with corrupt regions or COMMITs to drop. */
+  /**
+   * Segments with damaged regions (committed or not) or COMMITs to drop.
+   * Repair rewrites them all: an uncommitted tail that open would cut is
+   * cut all the same, but damage in an uncommitted segment before another
+   * would make open refuse the store.
+   */
   segmentsDamaged(): number[] {
     const set = new Set<number>(this.badCommits.keys());
-    for (const r of this.regions) if (r.corrupt) set.add(r.segment);
+    for (const r of this.regions) if (this.sizes.has(r.segment)) set.add(r.segment);
     return [...set].sort((a, b) => a - b);
   }
 
@@ -687,6 +718,14 @@ class StoreCheck {
   private runSegments(segments: number[]): void {
     const { fs, paths } = this.target;
     const cp = this.checkpoint;
+    // Records before a position the newest checkpoint vouches for were committed, even if their COMMIT is lost.
+    const vouch = this.vouching?.meta;
+    let vouchReached = false;
+    const reach = (segment: number, offset: number) => {
+      if (vouch === undefined || vouchReached || positionBefore(segment, offset, vouch)) return;
+      vouchReached = true;
+      this.commitNeeded = this.full.commitAt({ segment: vouch.segment, offset: vouch.offset }, vouch.txid);
+    };
     for (const segment of segments) {
       const path = paths.segment(segment);
       let file: File;
@@ -702,6 +741,7 @@ class StoreCheck {
         this.segmentCount++;
         walkSegment(file, size, (r) => {
           this.records++;
+          reach(segment, r.offset);
           if (!this.full.apply(segment, r)) {
             let set = this.badCommits.get(segment);
             if (set === undefined) this.badCommits.set(segment, (set = new Set()));
@@ -722,6 +762,7 @@ class StoreCheck {
             this.suspects.delete(idHex(r.bytes.subarray(RECORD_KEY_OFFSET, RECORD_KEY_OFFSET + KEY_SIZE)));
           }
         }, (start, end, reason, header) => {
+          reach(segment, start);
           this.regions.push({ segment, start, end, reason, corrupt: false });
           const suspect = suspectOf(header, segment, start);
           if (suspect !== undefined) this.suspects.set(idHex(suspect.key), suspect);
@@ -730,19 +771,37 @@ class StoreCheck {
       } finally {
         file.close();
       }
+      reach(segment + 1, 0);
     }
+    reach(Infinity, 0);
     const writable = this.target.live?.writable ?? false;
     for (const t of [this.full.lastTxid, this.target.live?.lastTxid ?? 0n]) if (t > this.txidMax) this.txidMax = t;
-    this.uncommittedKept = this.full.finish(writable) && writable;
+    if (this.full.finish(writable) && writable) this.commitNeeded = true;
     if (cp?.started) cp.replay.finish(writable);
-    const last = segments.filter((s) => this.sizes.has(s)).pop();
-    this.committedEnd = writable && last !== undefined ? { segment: last, offset: this.sizes.get(last)! } : this.full.lastCommit;
+    const existing = segments.filter((s) => this.sizes.has(s));
+    const last = existing[existing.length - 1];
+    let end = writable && last !== undefined ? { segment: last, offset: this.sizes.get(last)! } : this.full.lastCommit;
+    if (end !== undefined && !this.sizes.has(end.segment)) {
+      // A vouched position in a segment that is gone: what was committed ends with the last segment before it.
+      const before = existing.filter((s) => s < end!.segment).pop();
+      end = before === undefined ? undefined : { segment: before, offset: this.sizes.get(before)! };
+    }
+    this.committedEnd = end;
   }
 
   /** Decides which damaged regions are corruption (see the top comment) and reports them. */
   private runRegions(): void {
     const { paths, live } = this.target;
     const last = this.full.lastCommit;
+    const vouch = this.vouching?.meta;
+    const vouchSize = vouch === undefined ? undefined : this.sizes.get(vouch.segment);
+    if (vouch !== undefined && vouchSize !== undefined && vouchSize < vouch.offset) {
+      // Cut short below what the checkpoint vouches for: the missing bytes are a damaged region too.
+      const tail = this.regions.find((r) => r.segment === vouch.segment && r.end === vouchSize);
+      if (tail !== undefined) tail.end = vouch.offset;
+      else this.regions.push({ segment: vouch.segment, start: vouchSize, end: vouch.offset, reason: "truncated", corrupt: true, missing: true });
+      this.regions.sort((a, b) => a.segment - b.segment || a.start - b.start);
+    }
     for (const r of this.regions) {
       r.corrupt = (live?.writable ?? false) || (last !== undefined && positionBefore(r.segment, r.start, last)) ||
         this.vouched.some((v) => positionBefore(r.segment, r.start, v));
@@ -752,8 +811,16 @@ class StoreCheck {
       list.push(r); // the walk goes in log order, so each list is sorted by start
       this.corruptLast = r;
       const path = paths.segment(r.segment);
-      const after = r.end < (this.sizes.get(r.segment) ?? 0) ? `a valid record resumes at offset ${r.end}` : "up to the end of the file";
-      if (r.reason === "bad-magic") {
+      const size = this.sizes.get(r.segment) ?? 0;
+      const after = r.end < size ? `a valid record resumes at offset ${r.end}` : r.end > size
+        ? `and the file ends at ${size}, short of offset ${r.end} that ${this.target.paths.index(vouch!.segment)} vouches for`
+        : "up to the end of the file";
+      if (r.missing) {
+        this.problem({
+          kind: "segment-record", segment: r.segment, offset: r.start, file: path,
+          message: `segment ${r.segment} (${path}) ends at offset ${r.start}, short of offset ${r.end} that ${paths.index(r.segment)} vouches for: ${r.end - r.start} committed bytes are missing`,
+        });
+      } else if (r.reason === "bad-magic") {
         this.problem({
           kind: "segment-magic", segment: r.segment, offset: 0, file: path,
           message: `segment ${r.segment} (${path}) does not start with the segment magic; ${r.end} bytes unreadable, ${after}`,
@@ -889,24 +956,25 @@ class StoreCheck {
     const blobs: { key: Uint8Array; length: bigint; hash: Uint8Array; serial: bigint }[] = [];
     const rec = new Uint8Array(BLOB_RECORD_SIZE);
     const dv = new DataView(rec.buffer);
-    for (let e = 0; e < index.count; e++) {
-      if (!(index.sizeAt(e) & INDEX_BLOB_FLAG)) continue;
-      const key = index.keyAt(e);
-      const segment = index.segmentAt(e);
-      const file = fs.open(paths.segment(segment), "r");
-      try {
+    const files = new SegmentFiles(fs, paths, this.target.root); // a bounded set of open handles
+    try {
+      for (let e = 0; e < index.count; e++) {
+        if (!(index.sizeAt(e) & INDEX_BLOB_FLAG)) continue;
+        const key = index.keyAt(e);
+        const segment = index.segmentAt(e);
+        const file = files.get(segment);
         // The walk validated this record; read again, it is checked again before its fields are used.
         const ok = file.read(rec, index.offsetAt(e)) === BLOB_RECORD_SIZE && dv.getUint32(4, true) === BLOB_RECORD_SIZE &&
           rec[8] === TAG_BLOB && crc32(rec.subarray(4)) === dv.getUint32(0, true);
         if (!ok) throw new IntegrityError(`BLOB record of ${idHex(key)} at segment ${segment} offset ${index.offsetAt(e)} changed during check`, { segment, offset: index.offsetAt(e) });
-      } finally {
-        file.close();
+        const body = PUT_HEADER_SIZE;
+        blobs.push({
+          key, length: dv.getBigUint64(body, true), hash: rec.slice(body + 8, body + 8 + BLOB_HASH_SIZE),
+          serial: dv.getBigUint64(body + 8 + BLOB_HASH_SIZE, true),
+        });
       }
-      const body = PUT_HEADER_SIZE;
-      blobs.push({
-        key, length: dv.getBigUint64(body, true), hash: rec.slice(body + 8, body + 8 + BLOB_HASH_SIZE),
-        serial: dv.getBigUint64(body + 8 + BLOB_HASH_SIZE, true),
-      });
+    } finally {
+      files.closeAll();
     }
     for (const b of blobs) this.progressTotal += Number(b.length);
     const chunk = new Uint8Array(CHECK_READ_CHUNK);
@@ -1036,7 +1104,7 @@ function repairPlan(chk: StoreCheck, before: KeyIndex, suspects: Suspect[]): Rep
   for (const segment of chk.segmentsDamaged()) rewrite.set(segment, chk.badCommits.get(segment) ?? new Set());
   let head: RepairPlan["head"];
   if (committed !== undefined) {
-    const commit = deletes.length > 0 || chk.uncommittedKept;
+    const commit = deletes.length > 0 || chk.commitNeeded;
     if (commit || chk.segmentHasRegion(committed.segment)) {
       if (!rewrite.has(committed.segment)) rewrite.set(committed.segment, chk.badCommits.get(committed.segment) ?? new Set());
       head = { segment: committed.segment, end: committed.offset, deletes, commit, txid: chk.txidMax + 1n };
