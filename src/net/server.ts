@@ -635,6 +635,7 @@ class Session {
     if (method !== "uploadChunk") {
       this.server.counters.protocolErrors++;
       this.push("error", [errorToWire(protocolError(`unknown notification ${describe(method)} (only uploadChunk is sent without an msgid)`))]);
+      void this.channel.end();
       return;
     }
     return this.#uploadChunk(args);
