@@ -865,7 +865,14 @@ export class RemoteStore {
     this.#transactionReset();
     const settled = await Promise.allSettled(calls);
     const failed = settled.find((r) => r.status === "rejected") as PromiseRejectedResult | undefined;
-    if (failed !== undefined) throw failed.reason;
+    if (failed !== undefined) {
+      const e = failed.reason;
+      if (e instanceof StateError && e.code === "ECLOSED") {
+        // The commit may or may not have reached the disk before the connection went.
+        throw new StateError("ECLOSED", `${e.message}; the outcome of this commit is unknown: reconnect and read to find out`);
+      }
+      throw e;
+    }
     const txid = toBigint((settled[settled.length - 1] as PromiseFulfilledResult<unknown>).value);
     if (txid > this.#view) this.#view = txid;
     for (const [key, w] of writes) {
