@@ -21,12 +21,13 @@
  * rolls the transaction back here.
  *
  * ## The value cache
- * Reads are kept (value and serial) in a byte-bounded LRU. After every
+ * Reads are kept (value and serial) in a byte-bounded cache, least
+ * recently used out first (approximated by CLOCK). After every
  * commit the server sends each other client an `invalidate` push with the
  * ids it changed, which drops them here; so a cached read is as fresh as
  * the pushes that have arrived, as in ZEO.
  */
-import type { File, FileSystem } from "../fs.ts";
+import type { Connection, File, FileSystem } from "../fs.ts";
 import { isFsError } from "../fs.ts";
 import { contentHasherDigest, createContentHasher } from "../contentid.ts";
 import {
@@ -220,7 +221,7 @@ export class RemoteStore {
   #hello: HelloReply | undefined;
   /** The newest transaction id this client has heard of (hello, its own commits, invalidations). */
   #view = 0n;
-  // The value cache: an LRU (Map order) bounded in bytes and entries.
+  // The value cache: CLOCK over Map order (see #cacheGet), bounded in bytes and entries.
   #cache = new Map<string, CachedRead>();
   #cacheBytes = 0;
   #cacheBytesMax: number;
@@ -246,7 +247,7 @@ export class RemoteStore {
   #getsPacked: Uint8Array[] = [];
 
   /** @internal Use `connect()`. */
-  constructor(url: string, fs: FileSystem, conn: import("../fs.ts").Connection, valueCacheBytes: number) {
+  constructor(url: string, fs: FileSystem, conn: Connection, valueCacheBytes: number) {
     this.url = url;
     this.fs = fs;
     this.#cacheBytesMax = valueCacheBytes;
