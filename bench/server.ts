@@ -75,6 +75,8 @@ const ROOT = (() => {
 class ClientChild {
   readonly lines: string[] = [];
   stderr = "";
+  /** Set once the process ended and all its output was read. */
+  ended = false;
   readonly exited: Promise<number | null>;
   readonly proc;
   #waiters: (() => void)[] = [];
@@ -96,7 +98,9 @@ class ClientChild {
       for (const w of this.#waiters.splice(0)) w();
     });
     this.proc.stderr!.setEncoding("utf8").on("data", (d: string) => (this.stderr += d));
-    this.exited = new Promise((resolve) => this.proc.on("exit", (code) => {
+    this.exited = new Promise((resolve) => this.proc.on("close", (code) => {
+      // "close" comes after the last output was read ("exit" may come before it).
+      this.ended = true;
       for (const w of this.#waiters.splice(0)) w();
       resolve(code);
     }));
@@ -107,7 +111,7 @@ class ClientChild {
     for (;;) {
       const hit = this.lines.find((l) => l.startsWith(prefix));
       if (hit !== undefined) return hit;
-      if (this.proc.exitCode !== null || Date.now() > deadline) {
+      if (this.ended || Date.now() > deadline) {
         throw new Error(`bench client: expected "${prefix}", got ${JSON.stringify(this.lines)}; stderr: ${this.stderr.trim().split("\n").slice(-5).join(" | ")}`);
       }
       await new Promise<void>((resolve) => {

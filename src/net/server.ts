@@ -65,6 +65,15 @@ export const GET_MANY_IDS_MAX = LIST_CHUNK_IDS;
 export const GROUP_COMMIT_ACTIVE_MS = 50;
 /** Longest a group commit waits for active sessions to join it (also capped by the last commit's duration). */
 export const GROUP_COMMIT_WAIT_MAX_MS = 2;
+/**
+ * The group commit waits for stragglers only when clients' turnaround (reply
+ * to next commit) is at most this share of a commit's duration: then one
+ * short wait can double a group. When turnaround is as slow as the disk (a
+ * loaded machine), waiting only lengthens every cycle.
+ */
+export const GROUP_COMMIT_WAIT_WORTH = 0.5;
+/** Weight of the newest sample in the turnaround moving average. */
+const TURNAROUND_EWMA_WEIGHT = 0.1;
 /** The coarsest a timer may fire (Node and Deno round setTimeout to whole milliseconds). */
 const TIMER_RESOLUTION_MS = 1;
 /** A failed authentication is answered after this delay, to slow down guessing. */
@@ -224,6 +233,8 @@ class Server {
   #waitStarted: number | undefined;
   #waitTimer: ReturnType<typeof setTimeout> | undefined;
   #lastCommitMs = 0;
+  /** Moving average of the time from a commit's reply to the same client's next finish. */
+  #turnaroundMs = 0;
   readonly #lastCommitAt = new Map<Session, number>();
   #closed = false;
   readonly #afterIo: (fn: () => void) => void;
@@ -271,6 +282,12 @@ class Server {
 
   /** Queues `session`'s voted transaction for the next group commit; resolves with its txid. */
   finish(session: Session): Promise<bigint> {
+    const last = this.#lastCommitAt.get(session);
+    if (last !== undefined) {
+      // How long clients take from a commit's reply to their next commit (moving average).
+      const gap = performance.now() - last;
+      if (gap < GROUP_COMMIT_ACTIVE_MS) this.#turnaroundMs += (gap - this.#turnaroundMs) * TURNAROUND_EWMA_WEIGHT;
+    }
     return new Promise((resolve, reject) => {
       this.#finishQueue.push({ session, resolve, reject });
       if (this.#waitTimer !== undefined && this.#finishQueue.length >= this.#activeCommitters()) {
@@ -299,9 +316,11 @@ class Server {
    * fewer have queued than committed recently (the commit_delay /
    * commit_siblings of PostgreSQL): clients answered by the last group
    * need a moment to send their next commit, and one fdatasync for all of
-   * them beats one each. The wait is at most the last commit's duration
-   * (capped at GROUP_COMMIT_WAIT_MAX_MS), so it can at most double a
-   * commit's latency while it lets a group grow to every active client.
+   * them beats one each. It waits only when that moment (measured) is
+   * short next to a commit (GROUP_COMMIT_WAIT_WORTH), and at most the last
+   * commit's duration (capped at GROUP_COMMIT_WAIT_MAX_MS), so it can at
+   * most double a commit's latency while it lets a group grow to every
+   * active client.
    */
   #flush(): void {
     this.#flushScheduled = false;
@@ -309,7 +328,9 @@ class Server {
     if (queued === 0) return;
     const now = performance.now();
     this.#waitStarted ??= now;
-    const budget = Math.min(GROUP_COMMIT_WAIT_MAX_MS, this.#lastCommitMs);
+    // Worth waiting only when a client's next commit comes back well within a commit's time.
+    const worth = this.#turnaroundMs <= this.#lastCommitMs * GROUP_COMMIT_WAIT_WORTH;
+    const budget = worth ? Math.min(GROUP_COMMIT_WAIT_MAX_MS, this.#lastCommitMs) : 0;
     const left = budget - (now - this.#waitStarted);
     if (!this.#closed && left > 0 && queued < this.#activeCommitters()) {
       this.#flushScheduled = true;

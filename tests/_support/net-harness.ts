@@ -188,6 +188,8 @@ export class NetChild {
   readonly proc: ChildProcess;
   readonly lines: string[] = [];
   stderr = "";
+  /** Set once the process ended and all its output was read. */
+  ended = false;
   readonly exited: Promise<number | null>;
   #waiters: (() => void)[] = [];
 
@@ -207,7 +209,9 @@ export class NetChild {
       for (const w of this.#waiters.splice(0)) w();
     });
     this.proc.stderr!.setEncoding("utf8").on("data", (d: string) => (this.stderr += d));
-    this.exited = new Promise((resolve) => this.proc.on("exit", (code) => {
+    this.exited = new Promise((resolve) => this.proc.on("close", (code) => {
+      // "close" comes after the last output was read ("exit" may come before it).
+      this.ended = true;
       for (const w of this.#waiters.splice(0)) w();
       resolve(code);
     }));
@@ -219,7 +223,7 @@ export class NetChild {
     for (;;) {
       const hit = this.lines.find((l) => l.startsWith(prefix));
       if (hit !== undefined) return hit;
-      if (this.proc.exitCode !== null || this.proc.signalCode !== null || Date.now() > deadline) {
+      if (this.ended || Date.now() > deadline) {
         throw new Error(`${this.runtime} net-client: expected "${prefix}…", got ${JSON.stringify(this.lines)}; stderr: ${this.stderr}`);
       }
       await new Promise<void>((resolve) => {
