@@ -197,20 +197,24 @@ async function clientMain(args: string[]): Promise<void> {
     const started = nowMs();
     const stream = await remote.openBlob(keyAt(0));
     if (stream === undefined) throw new Error("W8: the blob is missing");
-    const reader = stream.getReader();
+    // A BYOB reader, as W6 reads: one buffer of ours is filled again and again.
+    const reader = stream.getReader({ mode: "byob" });
+    let buf = new Uint8Array(W8_CHUNK_BYTES);
     let got = 0;
-    let last: Uint8Array | undefined;
+    // The last 4 KiB seen, copied: a BYOB read hands the buffer back to the stream.
+    const last = new Uint8Array(4096);
     for (;;) {
-      const { done, value } = await reader.read();
-      if (done) break;
+      const { done, value } = await reader.read(buf);
+      if (done || value === undefined) break;
       got += value.length;
-      last = value;
+      if (value.length >= last.length) last.set(value.subarray(value.length - last.length));
+      buf = new Uint8Array(value.buffer, 0, W8_CHUNK_BYTES);
     }
     const ms = nowMs() - started;
     if (got !== bytes) throw new Error(`W8: downloaded ${got} of ${bytes} bytes`);
     // The blob is verified (BLAKE3) by the client; check the tail against the generator too.
     const tail = valueAt((bytes - W8_CHUNK_BYTES) / W8_CHUNK_BYTES, W8_CHUNK_BYTES);
-    if (last === undefined || !bytesEqual(last.subarray(last.length - 4096), tail.subarray(tail.length - 4096))) {
+    if (!bytesEqual(last, tail.subarray(tail.length - last.length))) {
       throw new Error("W8: the downloaded blob's last bytes differ from what was uploaded");
     }
     result = { ms, rss: peakRssMb() };

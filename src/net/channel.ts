@@ -87,6 +87,8 @@ export class Channel {
   #closeError: Error | undefined;
   #ending = false;
   #frameSizeMax: number;
+  /** Set by consumed() for the message being handled. */
+  #consumed = false;
 
   constructor(conn: Connection, handlers: ChannelHandlers, frameSizeMax: number = FRAME_SIZE_MAX) {
     this.#conn = conn;
@@ -168,6 +170,15 @@ export class Channel {
     if (this.#closed || this.#ending) return Promise.reject(this.#closedError());
     this.#flushBatch();
     return new Promise((resolve, reject) => this.#enqueue({ buf: frame, done: resolve, fail: reject }));
+  }
+
+  /**
+   * Says, during `onMessage` (or before the promise it returned settles),
+   * that nothing of the current message's bytes is kept: its frame buffer
+   * may be reused for the next one.
+   */
+  consumed(): void {
+    this.#consumed = true;
   }
 
   /** Writes what is queued, then closes. Messages sent after this are dropped. */
@@ -262,9 +273,11 @@ export class Channel {
         const payloads = this.#frames.push(value);
         for (const payload of payloads) {
           const message = decodePayload(this.codec, payload);
+          this.#consumed = false;
           const pause = this.#handlers.onMessage(message);
           if (pause !== undefined) await pause;
           if (this.#closed) return;
+          if (this.#consumed) this.#frames.recycle(payload);
         }
       }
       if (this.#closed) return;

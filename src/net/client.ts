@@ -68,8 +68,8 @@ export const GET_BATCH_MAX = 256;
  * never less; and a client that only reads holds bounded memory.
  */
 export const READS_TRACKED_MAX = 65536;
-/** Bytes of a blob read per chunk of the stream openBlob returns. */
-export const BLOB_READ_CHUNK = 1024 * 1024;
+/** Bytes of a blob read per chunk of the stream openBlob returns to a default reader (a BYOB reader chooses its own). */
+export const BLOB_READ_CHUNK = 256 * 1024;
 
 /**
  * Options of `connect()`. Every field is optional except as noted.
@@ -1211,6 +1211,8 @@ export class RemoteStore {
           file.write(data, pos);
           hasher.update(data);
           pos += data.length;
+          // Written and hashed: the frame's buffer can take the next chunk.
+          this.#channel.consumed();
         } else {
           throw protocolError(`unexpected push ${name} during a blob download`);
         }
@@ -1356,7 +1358,12 @@ async function forEachChunk(source: unknown, each: (chunk: Uint8Array) => Promis
   throw new TypeError(`putBlob: source must be a ReadableStream, an AsyncIterable of Uint8Array, { path, move } or a Uint8Array, got ${source === null ? "null" : typeof source}`);
 }
 
-/** A ReadableStream of `length` bytes of `file`, in BLOB_READ_CHUNK chunks (fresh arrays); `done` runs once at the end or on cancel. */
+/**
+ * A byte stream of the `length` bytes of `file`; `done` runs once, at the
+ * end, on an error or on cancel. A BYOB reader's buffer is filled in place
+ * (no allocation per chunk, memory flat whatever the blob's size); a
+ * default reader gets fresh BLOB_READ_CHUNK-byte chunks it owns.
+ */
 function fileStream(file: File, length: number, done: () => void): ReadableStream<Uint8Array> {
   let pos = 0;
   let finished = false;
@@ -1365,22 +1372,28 @@ function fileStream(file: File, length: number, done: () => void): ReadableStrea
     finished = true;
     done();
   };
-  return new ReadableStream<Uint8Array>({
+  return new ReadableStream({
+    type: "bytes",
+    autoAllocateChunkSize: BLOB_READ_CHUNK,
     pull(controller) {
+      const request = controller.byobRequest!;
       try {
-        if (pos >= length) {
-          finish();
-          controller.close();
+        const view = new Uint8Array(request.view!.buffer, request.view!.byteOffset, request.view!.byteLength);
+        const want = Math.min(view.length, length - pos);
+        const n = want > 0 ? file.read(view.subarray(0, want), pos) : 0;
+        if (n < want) throw new IntegrityError(`blob file ${file.path} ended after ${pos + n} of ${length} bytes`, { file: file.path, offset: pos + n });
+        pos += n;
+        if (pos < length) {
+          request.respond(n);
           return;
         }
-        const buf = new Uint8Array(Math.min(BLOB_READ_CHUNK, length - pos));
-        const n = file.read(buf, pos);
-        if (n === 0) throw new IntegrityError(`blob file ${file.path} ended after ${pos} of ${length} bytes`, { file: file.path, offset: pos });
-        pos += n;
-        controller.enqueue(n === buf.length ? buf : buf.subarray(0, n));
-        if (pos >= length) {
-          finish();
+        finish();
+        if (n > 0) {
+          request.respond(n);
           controller.close();
+        } else {
+          controller.close();
+          request.respond(0); // hands a BYOB reader its buffer back with done: true
         }
       } catch (e) {
         finish();
@@ -1390,5 +1403,5 @@ function fileStream(file: File, length: number, done: () => void): ReadableStrea
     cancel() {
       finish();
     },
-  }, { highWaterMark: 1 });
+  }) as ReadableStream<Uint8Array>;
 }

@@ -109,6 +109,9 @@ export class FrameReader {
   /** The frame being assembled across chunks, and how much of it has arrived. */
   #frame: Uint8Array | undefined;
   #frameFilled = 0;
+  /** Buffers this reader allocated for assembled frames, and one given back for reuse (see recycle). */
+  #owned = new WeakSet<ArrayBufferLike>();
+  #spare: ArrayBufferLike | undefined;
 
   constructor(readonly frameSizeMax: number = FRAME_SIZE_MAX) {}
 
@@ -153,11 +156,25 @@ export class FrameReader {
         out.push(chunk.subarray(pos, pos + length));
         pos += length;
       } else {
-        this.#frame = new Uint8Array(length);
+        const spare = this.#spare;
+        this.#spare = undefined;
+        this.#frame = spare !== undefined && spare.byteLength >= length ? new Uint8Array(spare, 0, length) : new Uint8Array(length);
+        this.#owned.add(this.#frame.buffer);
         this.#frameFilled = 0;
       }
     }
     return out;
+  }
+
+  /**
+   * Gives back a payload this reader returned, once nothing refers to it
+   * any more: the next frame assembled across chunks reuses its buffer
+   * (blob chunks: one 1 MiB buffer per connection instead of one per
+   * chunk). Payloads that are views into a socket chunk are ignored.
+   */
+  recycle(payload: Uint8Array): void {
+    if (!this.#owned.has(payload.buffer) || payload.buffer.byteLength > RECYCLE_BYTES_MAX) return;
+    if (this.#spare === undefined || this.#spare.byteLength < payload.buffer.byteLength) this.#spare = payload.buffer;
   }
 
   #checkLength(length: number): void {
@@ -171,6 +188,9 @@ export class FrameReader {
 function readU32le(b: Uint8Array, at: number): number {
   return (b[at]! | (b[at + 1]! << 8) | (b[at + 2]! << 16) | (b[at + 3]! << 24)) >>> 0;
 }
+
+/** Largest assembled-frame buffer a FrameReader keeps for reuse (a blob chunk frame, with room). */
+const RECYCLE_BYTES_MAX = 2 * 1024 * 1024;
 
 /** Writes `length` as the u32le frame prefix into `out` at `at`. */
 export function writeFrameHeader(out: Uint8Array, at: number, length: number): void {

@@ -1038,6 +1038,8 @@ class Session {
     }
     up.length += data.length;
     this.server.counters.blobBytesReceived += data.length;
+    // Once the blob writer took the chunk (hashed and written it), its frame buffer can take the next one.
+    this.channel.consumed();
     return up.chunks.push(data);
   }
 
