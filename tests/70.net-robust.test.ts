@@ -13,7 +13,7 @@ import { encode } from "@msgpack/msgpack";
 import { statSync } from "node:fs";
 import { runtimeFs } from "../adapters/runtime.ts";
 import type { Connection } from "../src/fs.ts";
-import { SegstoreError } from "../src/format.ts";
+import { SegstoreError, StateError } from "../src/format.ts";
 import { connect, type RemoteStore } from "../src/net/client.ts";
 import { createCodec, decodePayload, FRAME_SIZE_MAX, FrameReader, PROTOCOL_VERSION, writeFrameHeader } from "../src/net/protocol.ts";
 import { key, rejects, startServer, text, TOKEN, val, waitFor, type ServedStore } from "./_support/net-harness.ts";
@@ -303,11 +303,12 @@ test("the unix socket is created owner-only (0600)", async () => {
   }
 });
 
-test("serve() refuses a TCP address without a token, and unknown options", async () => {
+test("serve() refuses a TCP address without a token, a store already served, and unknown options", async () => {
   const h = await startServer({ transport: "unix" });
   try {
     const { serve } = await import("../src/net/server.ts");
     await rejects(() => serve(h.store, { listen: "tcp://127.0.0.1:0" }), (e) => e instanceof TypeError && /token/.test(e.message));
+    await rejects(() => serve(h.store, { listen: "unix:/tmp/segstore-second.sock" }), (e) => e instanceof StateError && e.code === "EBUSY", "a second server on one store");
     await rejects(() => serve(h.store, { listen: "unix:/tmp/x.sock", tokn: "x" } as never), (e) => e instanceof TypeError && /tokn/.test(e.message));
     await rejects(() => connect(h.url, { fs: runtimeFs, cachedir: "/tmp" } as never), (e) => e instanceof TypeError && /cacheDir/.test(e.message));
   } finally {

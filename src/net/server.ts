@@ -157,18 +157,32 @@ export async function serve(store: Store, options: ServeOptions): Promise<Server
   const token = options.token === undefined ? undefined : tokenBytes(options.token, "serve");
   if (store.closed) throw new StateError("ECLOSED", `serve: store ${store.path} is closed`, { store: store.path });
   if (store.inTransaction) throw new StateError("EBUSY", `serve: store ${store.path} has an open transaction: commit or roll back first`, { store: store.path });
+  if (servedStores.has(store)) throw new StateError("EBUSY", `serve: store ${store.path} is already being served: one server per open store`, { store: store.path });
   const fs = store.fs;
   if (fs.listen === undefined) throw new TypeError(`serve: the ${fs.name} filesystem adapter has no sockets (listen)`);
   if (!store.readOnly) serveSharedDirPrepare(store);
   const server = new Server(store, token);
-  const listener = await fs.listen(options.listen, (conn) => server.accept(conn));
+  servedStores.add(store);
+  let listener: Listener;
+  try {
+    listener = await fs.listen(options.listen, (conn) => server.accept(conn));
+  } catch (e) {
+    servedStores.delete(store);
+    throw e;
+  }
   server.started(listener);
   return {
     url: listener.url,
-    close: () => server.close(),
+    close: async () => {
+      await server.close();
+      servedStores.delete(store);
+    },
     stats: () => server.stats(),
   };
 }
+
+/** Stores a server runs on: two servers on one store would commit behind each other's back. */
+const servedStores = new WeakSet<Store>();
 
 /**
  * Makes the blob directory exist (clients sharing it write their uploads
