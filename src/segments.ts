@@ -476,13 +476,19 @@ export class SegmentWriter {
         this.file.close();
         this.file = this.fs.open(this.paths.segment(this.committedSegment), "r+");
       }
+      const dirs = new Set<string>();
       for (const segment of removed) {
         try {
           this.fs.unlink(this.paths.segment(segment));
         } catch (e) {
           if (!isFsError(e, "ENOENT")) throw e;
         }
+        dirs.add(this.paths.segmentDir(segment));
       }
+      // The unlinks must be durable before the head is truncated and written again: a roll synced the removed
+      // segments' names, and if one survived a crash behind a head whose new tail is torn, the torn record would
+      // no longer be in the last segment, which open rightly refuses (tests/90.crash, rollback across a roll).
+      for (const dir of [...dirs].sort((a, b) => b.length - a.length)) this.fs.syncDir(dir);
       this.file.truncate(this.committedSize);
     } catch (e) {
       this.failed = storageError(e, this.storeName, this.paths.segment(this.committedSegment), "rollback truncate", this.committedSize);

@@ -48,6 +48,8 @@
  * | torn or corrupt record in the last segment      | treated as the uncommitted tail (above)               |
  * | corrupt record in an earlier segment            | IntegrityError naming segment and offset (run check)  |
  * | leftover *.tmp files                            | deletes them                                          |
+ * | hints naming segments compaction deleted since  | replays with their stats, then forgets them           |
+ * | README, lock, empty data/ but no config         | not a store yet; create: true finishes the create     |
  * | no segment at all                               | creates segment 0                                     |
  */
 import type { File, FileSystem } from "./fs.ts";
@@ -318,7 +320,10 @@ export class Store {
       if (names.length > 0) {
         // An existing store with create: true just opens, as lmdb and Deno KV do.
         if (names.includes(STORE_FILES.config)) return;
-        throw new StoreFormatError(`cannot create store at ${path}: the directory is not empty and holds no store`, { store: path });
+        if (!Store.openCreateInterrupted(fs, path, names)) {
+          throw new StoreFormatError(`cannot create store at ${path}: the directory is not empty and holds no store`, { store: path });
+        }
+        // A create that a crash cut short before its config was durable: create over what it left.
       }
     } else {
       try {
@@ -342,7 +347,7 @@ export class Store {
     try {
       writeFile(paths.readme, STORE_README);
       fs.open(paths.lock, "w+").close();
-      fs.mkdir(paths.data);
+      if (fs.stat(paths.data) === undefined) fs.mkdir(paths.data);
       const config: StoreConfig = {
         version: STORE_VERSION, segmentsPerDir: opts.segmentsPerDir, maxSegmentSize: opts.maxSegmentSize, id: randomHex(32),
       };
@@ -353,6 +358,20 @@ export class Store {
     } catch (e) {
       throw storageError(e, path, path, "create store");
     }
+  }
+
+  /**
+   * True when `names` are only what openCreate writes before the config (README, lock, an empty data/, temp
+   * files): a create interrupted by a crash, which a new create may finish (tests/90.crash walks every such point).
+   */
+  private static openCreateInterrupted(fs: FileSystem, path: string, names: string[]): boolean {
+    const leftovers = new Set<string>([
+      STORE_FILES.readme, STORE_FILES.lock, STORE_FILES.data, STORE_FILES.readme + TEMP_SUFFIX, STORE_FILES.config + TEMP_SUFFIX,
+    ]);
+    if (!names.every((n) => leftovers.has(n))) return false;
+    if (!names.includes(STORE_FILES.data)) return true;
+    const data = joinPath(path, STORE_FILES.data);
+    return fs.stat(data)?.isDirectory === true && fs.readdir(data).length === 0;
   }
 
   /**
@@ -403,6 +422,7 @@ export class Store {
     const fromSegment = checkpoint?.segment ?? -1;
     const replay = segments.filter((s) => s >= fromSegment);
     const lastCommit = this.openReplay(replay, checkpoint, segments[segments.length - 1]);
+    this.openDropDeletedStats(segments);
     if (!this.readOnly) {
       segments = this.openTruncateTail(segments, lastCommit);
       this.openHead(segments, lastCommit);
@@ -440,7 +460,9 @@ export class Store {
         }
         this.index = KeyIndex.loadCheckpoint(this.core, file).index;
         this.lastCheckpointSize = file.size();
-        for (const [s, stat] of hints.segments) if (existing.has(s)) this.segStats.set(s, stat);
+        // Stats of every segment, even ones compaction deleted after this checkpoint: the index still points into
+        // them until replay moves those keys, and replay's decrements need the counts (openDropDeletedStats).
+        for (const [s, stat] of hints.segments) this.segStats.set(s, stat);
         for (const s of hints.compact) if (existing.has(s)) this.compactCandidates.add(s);
         this.lastTxid = meta.txid;
         this.checkpointMeta = meta;
@@ -555,6 +577,16 @@ export class Store {
     return lastCommit;
   }
 
+  /**
+   * Forgets the stats of segments that are gone (compaction deleted them after the checkpoint was written and
+   * replay moved their keys away). One the index still points into keeps its stats, so counts stay consistent
+   * and a get of such a key reports the missing segment (IntegrityError) instead of corrupting the counts.
+   */
+  private openDropDeletedStats(segments: number[]): void {
+    const existing = new Set(segments);
+    for (const [s, stat] of [...this.segStats]) if (!existing.has(s) && stat.count === 0) this.segStats.delete(s);
+  }
+
   /** Cuts the uncommitted tail: truncates after the last COMMIT, deletes later segments (newest first). */
   private openTruncateTail(segments: number[], lastCommit: { segment: number; offset: number } | undefined): number[] {
     const keep = lastCommit?.segment ?? -1;
@@ -650,6 +682,16 @@ export class Store {
     stat.count++;
     stat.bytes += size & INDEX_SIZE_MASK;
     stat.size = Math.max(stat.size, offset + (size & INDEX_SIZE_MASK));
+  }
+
+  /**
+   * A record now ends at `end` in `segment`. PUT and BLOB records grow the size in applyPut; a DELETE that is
+   * the last record before a roll must too, or the segment's size (and hints.N) stays short of the file's,
+   * since commit() only sets the head's size (check reports it as stats-mismatch; tests/90.crash found it).
+   */
+  private statGrow(segment: number, end: number): void {
+    const stat = this.statFor(segment);
+    stat.size = Math.max(stat.size, end);
   }
 
   /**
@@ -878,6 +920,7 @@ export class Store {
         const killed = this.index.segmentAt(entry);
         const place = writer.appendDelete(id, killed);
         this.statFor(place.segment).deleteBytes += DELETE_RECORD_SIZE;
+        this.statGrow(place.segment, place.offset + DELETE_RECORD_SIZE);
       }
       const place = writer.appendPut(id, value);
       this.applyPut(id, place.segment, place.offset, PUT_HEADER_SIZE + value.length);
@@ -900,6 +943,7 @@ export class Store {
     this.writeGuard(() => {
       const place = writer.appendDelete(id, killed);
       this.applyDelete(id, killed, place.segment, false);
+      this.statGrow(place.segment, place.offset + DELETE_RECORD_SIZE);
     });
     return true;
   }
@@ -917,6 +961,7 @@ export class Store {
       if (entry >= 0) {
         const place = writer.appendDelete(id, this.index.segmentAt(entry));
         this.statFor(place.segment).deleteBytes += DELETE_RECORD_SIZE;
+        this.statGrow(place.segment, place.offset + DELETE_RECORD_SIZE);
       }
       const place = writer.appendWith(BLOB_RECORD_SIZE, TAG_BLOB, (u8, dv, body) => {
         u8.set(id, body);
@@ -1216,6 +1261,7 @@ export class Store {
           if (killed === segment || !this.segStats.has(killed) || this.pendingSegmentDeletes.includes(killed)) continue;
           const place = writer.appendRaw(r.bytes);
           this.statFor(place.segment).deleteBytes += DELETE_RECORD_SIZE;
+          this.statGrow(place.segment, place.offset + DELETE_RECORD_SIZE);
           copied += r.size;
         }
       }
