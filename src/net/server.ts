@@ -220,9 +220,11 @@ interface FinishWaiter {
  * A way to run `fn` once the I/O that is ready has been handled, so a
  * group commit sees every commit that arrived meanwhile. Measured per
  * runtime (W7): Node runs setImmediate right after its I/O poll, while
- * setTimeout(0) waits a whole millisecond; Deno's setImmediate runs before
- * completed socket reads reach JavaScript (groups of 2 instead of 6), while
- * its setTimeout(0) runs after them. The adapter says which runtime it is.
+ * setTimeout(0) waits a whole millisecond. In Deno, setImmediate and
+ * MessageChannel messages both run before completed socket reads reach
+ * JavaScript (groups of 2 instead of 6, however many hops), while
+ * setTimeout(0) runs after them, at the cost of a millisecond or more.
+ * The adapter says which runtime it is.
  */
 function afterIoFor(fs: FileSystem): (fn: () => void) => void {
   const setImmediateFn = (globalThis as { setImmediate?: (fn: () => void) => void }).setImmediate;
