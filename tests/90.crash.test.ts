@@ -332,6 +332,29 @@ test("a DELETE that ends a segment before a roll counts in the segment's size (s
   store.close();
 });
 
+test("a read-only open after a kill keeps the uncommitted tail on disk and its stats agree with the files (check is clean)", async () => {
+  const fs = freshDisk();
+  const store = Store.open(STORE, { fs, create: true, ...OPTIONS });
+  const t = new TrackedStore(store, new CommitModel());
+  t.put(1, 100);
+  t.put(2, 100);
+  t.commit();
+  store.checkpoint(); // replay starts inside segment 0, from the stats hints.0 holds
+  t.put(2, 20, 1);
+  t.commit();
+  t.put(1, 50, 1); // uncommitted: an overwrite's DELETE and a PUT, flushed by the roll below
+  t.put(3, 900);
+  store.internals(); // still open: the kill comes now
+  const killed = fs.crash({ mode: "keep", entries: "current" });
+  const reader = Store.open(STORE, { fs: killed, readOnly: true });
+  const fileBytes = [...killed.files()].filter(([p]) => /\/data\/\d+\/\d+$/.test(p)).reduce((sum, [, b]) => sum + b.length, 0);
+  assert.is(reader.stats().totalBytes, fileBytes);
+  const report = await reader.check();
+  assert.ok(report.ok, JSON.stringify(report.problems));
+  assert.is(reader.stats().keys, 2);
+  reader.close();
+});
+
 type Failure = { n: number; variant: string; problem: string; replay: string };
 
 function variantName(v: CrashOptions): string {

@@ -93,6 +93,33 @@ export function observeStore(store: Store): Observed {
   return { lastTxid: store.stats().lastTxid, content, foreign };
 }
 
+/** A blob's digest: "blob:" and the digest of its bytes (so a blob and a value of the same bytes differ). */
+export function blobDigest(length: number, crc: number): string {
+  return `blob:${length}:${crc.toString(16)}`;
+}
+
+/**
+ * observeStore, with each blob read through openBlob (which verifies its
+ * length and BLAKE3 hash) and digested as `blobDigest`.
+ */
+export async function observeStoreWithBlobs(store: Store): Promise<Observed> {
+  const observed = observeStore(store);
+  for (const [n, digest] of observed.content) {
+    if (digest !== "blob") continue;
+    const stream = store.openBlob(keyId(n));
+    if (stream === undefined) throw new Error(`key ${n}: has() is true, get() and openBlob() give nothing`);
+    let length = 0;
+    let crc = 0;
+    const reader = stream.getReader();
+    for (let r = await reader.read(); !r.done; r = await reader.read()) {
+      crc = crc32(r.value, crc);
+      length += r.value.length;
+    }
+    observed.content.set(n, blobDigest(length, crc));
+  }
+  return observed;
+}
+
 /** The in-flight call a crash may have interrupted. */
 export type InFlight = { kind: "commit"; txid: bigint; content: Content } | { kind: "compact" };
 
