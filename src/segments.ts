@@ -58,6 +58,8 @@ export class SegmentFiles {
       return file;
     }
     const path = this.paths.segment(segment);
+    // Close the least recently used handle before opening, not after: never more than MAX_OPEN_SEGMENTS at once.
+    if (this.open.size >= MAX_OPEN_SEGMENTS) this.evict(this.open.keys().next().value as number);
     try {
       file = this.fs.open(path, "r");
     } catch (e) {
@@ -67,11 +69,6 @@ export class SegmentFiles {
         });
       }
       throw storageError(e, this.storeName, path, "open");
-    }
-    if (this.open.size >= MAX_OPEN_SEGMENTS) {
-      const oldest = this.open.keys().next().value as number;
-      this.open.get(oldest)!.close();
-      this.open.delete(oldest);
     }
     this.open.set(segment, file);
     this.lastSegment = segment;
