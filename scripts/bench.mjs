@@ -5,7 +5,7 @@
 //   npm run bench                           all workloads, both runtimes, medians of 3 runs
 //   npm run bench -- W1 W3 --quick          some workloads; --quick = small n, 1 run (smoke test)
 //   node scripts/bench.mjs [WORKLOAD ...] [--quick] [--runs N] [--runtimes node,deno]
-//                          [--stores segstore,lmdb] [--write-results] [--list]
+//                          [--stores segstore,lmdb] [--write-results[=W1,W2,...]] [--list]
 //
 // Every measurement runs in its own child process: `node dist/bench/X.js`
 // (so build first: `npm run bench` does) and `deno run -A bench/X.ts`. The
@@ -18,7 +18,10 @@
 //
 // --write-results replaces, in bench/RESULTS.md, the generated block of each
 // workload that was run (between `<!-- bench:auto W1 start -->` and its end
-// mark), leaving the other blocks and all hand-written text alone.
+// mark), leaving the other blocks and all hand-written text alone;
+// --write-results=W1,W2 replaces only those blocks. A run of every workload
+// (no workload named, no --stores) also replaces the `full` block: the whole
+// table of that one run.
 //
 // To add a workload: write bench/NAME.ts calling `benchMain(cases)` from
 // bench/harness.ts, and add a row to REGISTRY below. A file that prints its
@@ -36,6 +39,8 @@ const DENO = join(ROOT, "node_modules", ".bin", "deno");
 /** Where the stores under test live: in the repo (gitignored), on the same disk as real stores, never a tmpfs. */
 const DATA_ROOT = join(ROOT, ".bench-data");
 const RESULTS_PATH = join(ROOT, "bench", "RESULTS.md");
+/** The RESULTS.md block that holds the whole table of the last run of every workload. */
+const FULL_RUN_BLOCK = "full";
 /** A child that runs longer than this is killed and its case reported as failed (a full W3 on Deno KV takes minutes). */
 const CHILD_TIMEOUT_MS = 30 * 60 * 1000;
 /** Lines of a failed child's stderr shown in the report. */
@@ -57,7 +62,7 @@ const REGISTRY = [
 const ALL_WORKLOADS = ["W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8", "W9", "core"];
 const ALL_RUNTIMES = ["node", "deno"];
 
-const USAGE = `usage: node scripts/bench.mjs [WORKLOAD ...] [--quick] [--runs N] [--runtimes node,deno] [--stores a,b] [--write-results] [--list]
+const USAGE = `usage: node scripts/bench.mjs [WORKLOAD ...] [--quick] [--runs N] [--runtimes node,deno] [--stores a,b] [--write-results[=W1,W2]] [--list]
 workloads: ${ALL_WORKLOADS.join(" ")}`;
 
 // ---------------------------------------------------------------------------
@@ -69,6 +74,7 @@ function parseOptions(argv) {
     const a = argv[i];
     if (a === "--quick") o.quick = true;
     else if (a === "--write-results") o.writeResults = true;
+    else if (a.startsWith("--write-results=")) o.writeResults = a.slice("--write-results=".length).split(",").filter(Boolean);
     else if (a === "--list") o.list = true;
     else if (a === "--runs") o.runs = Number(argv[++i]);
     else if (a === "--runtimes") o.runtimes = (argv[++i] ?? "").split(",").filter(Boolean);
@@ -83,6 +89,7 @@ function parseOptions(argv) {
   }
   if (o.runs !== undefined && !(Number.isInteger(o.runs) && o.runs >= 1)) fail(`--runs takes a whole number >= 1`);
   for (const r of o.runtimes) if (!ALL_RUNTIMES.includes(r)) fail(`unknown runtime ${r}: expected node and/or deno`);
+  o.full = o.workloads.length === 0 && o.stores === undefined && o.runtimes.length === ALL_RUNTIMES.length;
   if (o.workloads.length === 0) o.workloads = [...ALL_WORKLOADS];
   else o.workloads.sort((a, b) => ALL_WORKLOADS.indexOf(a) - ALL_WORKLOADS.indexOf(b));
   return o;
@@ -335,13 +342,17 @@ if (failures.length) {
 if (options.writeResults) {
   const groups = new Map();
   const groupOf = (w) => w.split("-")[0];
-  for (const w of options.workloads) groups.set(w, { lines: [], failures: [] });
+  const chosen = options.writeResults === true ? options.workloads : options.writeResults;
+  for (const w of options.workloads) if (chosen.some((c) => c.toLowerCase() === w.toLowerCase())) groups.set(w, { lines: [], failures: [] });
   for (const l of results) groups.get(groupOf(l.workload))?.lines.push(l);
   for (const f of failures) groups.get(groupOf(f.workload))?.failures.push(f);
   const blocks = new Map();
   for (const [group, { lines, failures: fl }] of groups) {
     if (lines.length === 0 && fl.length === 0) continue;
     blocks.set(group, [about, "", lines.length ? H.ratioTable(lines) : "(no results)", ...(fl.length ? ["", failureText(fl)] : [])].join("\n"));
+  }
+  if (options.full) {
+    blocks.set(FULL_RUN_BLOCK, [about, "", results.length ? H.ratioTable(results) : "(no results)", ...(failures.length ? ["", failureText(failures)] : [])].join("\n"));
   }
   const before = existsSync(RESULTS_PATH) ? readFileSync(RESULTS_PATH, "utf8") : "# Benchmark results\n";
   writeFileSync(RESULTS_PATH, H.replaceResultsBlocks(before, blocks));
