@@ -65,6 +65,7 @@ for (const r of results) {
   console.log(
     `${r.runtime}: ${r.kills} kills (${r.killsDuringOpen} during open), ${r.commits} commits acknowledged, ${r.compactions} compactions, ` +
       `${r.reopens} reopens, ${r.inflightLanded} kills inside a commit (${r.inflightLost} lost it), ${(r.ms / 1000).toFixed(0)} s, ` +
+      (r.loadRetries ? `${r.loadRetries} restarts of children that met a half-built tree, ` : "") +
       `${r.violations.length} violations (seed ${r.seed}: node scripts/torture.mjs --runtimes ${r.runtime} --seed ${r.seed})`,
   );
   for (const v of r.violations) console.log(`  VIOLATION ${v}`);

@@ -1,24 +1,25 @@
 /**
  * Power-loss enumeration: a scripted workload (puts, overwrites, deletes,
- * commits, segment rolls, rollbacks, automatic checkpoints, automatic and
- * explicit compaction, close and reopen) runs on the faulty adapter once to
- * count its mutating operations; then, for EVERY operation N, it runs again
- * on a fresh FaultyFs that loses power at N, and what each crash mode leaves
- * (drop, torn, keep, zeros, mixed; directory entries durable, current or
- * mixed) is opened and checked against the model of tests/_support/
- * torture-model.ts: every acknowledged commit whole, the one in flight whole
- * or absent, nothing else; then the store must take a further commit and
- * reopen. A second walk loses power again during the recovery itself.
+ * blobs put, replaced and deleted, commits, segment rolls, rollbacks,
+ * automatic checkpoints, automatic and explicit compaction, close and
+ * reopen) runs on the faulty adapter once to count its mutating operations;
+ * then, for EVERY operation N, it runs again on a fresh FaultyFs that loses
+ * power at N, and what each crash mode leaves (drop, torn, keep, zeros,
+ * mixed; directory entries durable, or mixed) is opened and checked against
+ * the model of tests/_support/torture-model.ts (every acknowledged commit
+ * whole, the one in flight whole or absent, nothing else) and by
+ * store.check(); then the store must take a further commit and reopen. A
+ * second walk loses power again during the recovery itself. Crash points
+ * that leave the same disk with the same model are checked once.
  *
- * Each failure prints the FaultyFs and crash() call that replays it.
- */
+ * Each failure prints the FaultyFs and crash() call that replays it. */
 import { test } from "uvu";
 import * as assert from "uvu/assert";
 import { FaultyFs, type CrashOptions, type OpKind } from "../adapters/faulty.ts";
 import { Store, type OpenOptions } from "../src/store.ts";
 import { NotFoundError, StoreFormatError } from "../src/format.ts";
 import { crc32 } from "../src/wasm.ts";
-import { CommitModel, observeStore, TrackedStore } from "./_support/torture-model.ts";
+import { CommitModel, observeStore, observeStoreWithBlobs, TrackedStore } from "./_support/torture-model.ts";
 
 const ROOT = "/r";
 const STORE = "/r/store";
@@ -66,7 +67,7 @@ function freshDisk(seed = SEED): FaultyFs {
  * The scripted workload. Every call goes through TrackedStore, so the model
  * knows what was acknowledged and what was in flight whenever it throws.
  */
-function workload(fs: FaultyFs, model: CommitModel, progress: Progress): void {
+async function workload(fs: FaultyFs, model: CommitModel, progress: Progress): Promise<void> {
   const phase = (name: string) => progress.phases.set(name, fs.opCount);
   phase("create");
   const t = new TrackedStore(Store.open(STORE, { fs, create: true, ...OPTIONS }), model);
@@ -79,6 +80,17 @@ function workload(fs: FaultyFs, model: CommitModel, progress: Progress): void {
   t.put(1, 20, 1);
   t.delete(2);
   t.put(6, 100);
+  t.commit();
+
+  phase("blobs");
+  await t.putBlob(30, 2500); // temp file, datasync; the commit renames it into blobs/1e/ and syncs the directories
+  t.put(31, 10);
+  t.commit();
+  await t.putBlob(30, 1800, 1); // a blob replacing a blob: the old file goes after the commit
+  await t.putBlob(32, 900);
+  t.commit();
+  t.put(30, 50, 2); // a value replacing a blob
+  t.delete(32);
   t.commit();
 
   phase("roll");
@@ -142,7 +154,7 @@ async function recoverAndCheck(disk: FaultyFs, model: CommitModel, created: bool
     }
   }
   try {
-    const observed = observeStore(store);
+    const observed = await observeStoreWithBlobs(store);
     const problem = model.verify(observed);
     if (problem !== undefined) return problem;
     const checkProblem = await storeCheck(store);
@@ -155,7 +167,7 @@ async function recoverAndCheck(disk: FaultyFs, model: CommitModel, created: bool
     t.commit();
     store.close();
     store = Store.open(STORE, { fs: disk, ...OPTIONS });
-    const again = model.verify(observeStore(store));
+    const again = model.verify(await observeStoreWithBlobs(store));
     if (again !== undefined) return `after a further commit and reopen: ${again}`;
     return undefined;
   } catch (e) {
@@ -182,13 +194,13 @@ interface CrashPoint {
 }
 
 /** Runs the workload to a power loss at mutation `n`. Throws if it failed otherwise or never got there. */
-function crashPoint(n: number): CrashPoint {
+async function crashPoint(n: number): Promise<CrashPoint> {
   const fs = freshDisk();
   fs.addFault({ action: "powerloss", ops: "mutations", nth: n });
   const model = new CommitModel();
   const progress: Progress = { created: false, phases: new Map() };
   try {
-    workload(fs, model, progress);
+    await workload(fs, model, progress);
   } catch (e) {
     if (!fs.powerLost) throw new Error(`the workload failed before the power loss at mutation ${n}: ${(e as Error).stack}`);
   }
@@ -212,11 +224,11 @@ function diskSignature(fs: FaultyFs): string {
 }
 
 /** The workload once, without faults: its mutation count and the op log, for coverage checks. */
-function countRun(): { fs: FaultyFs; mutations: number; progress: Progress; model: CommitModel } {
+async function countRun(): Promise<{ fs: FaultyFs; mutations: number; progress: Progress; model: CommitModel }> {
   const fs = freshDisk();
   const model = new CommitModel();
   const progress: Progress = { created: false, phases: new Map() };
-  workload(fs, model, progress);
+  await workload(fs, model, progress);
   return { fs, mutations: fs.countOps({ ops: "mutations" }), progress, model };
 }
 
@@ -235,13 +247,16 @@ function report(failures: { n: number; variant: string; problem: string; replay:
   assert.unreachable(`${failures.length} of ${covered} crash points broke the model:\n${shown.join("\n")}`);
 }
 
-test("the workload covers rolls, rollbacks, automatic checkpoints, automatic and explicit compaction, reopen", () => {
-  const { fs, mutations, progress, model } = countRun();
+test("the workload covers blobs, rolls, rollbacks, automatic checkpoints, automatic and explicit compaction, reopen", async () => {
+  const { fs, mutations, progress, model } = await countRun();
   const phase = (name: string) => progress.phases.get(name)!;
   const logBetween = (from: string, to: string) => fs.log.filter((e) => e.n > phase(from) && e.n <= phase(to));
   const isSegment = (p: string) => /\/data\/\d+\/\d+$/.test(p);
   const segmentCreates = fs.log.filter((e) => e.op === "open" && isSegment(e.path)).length;
   assert.ok(segmentCreates >= 5, `segments opened: ${segmentCreates}`);
+  // Blobs: renamed into blobs/<xx>/ at commit, and the replaced ones unlinked after it.
+  assert.ok(logBetween("blobs", "roll").some((e) => e.op === "rename" && e.to !== undefined && /\/blobs\/[0-9a-f]{2}\//.test(e.to)), "a blob renamed into place");
+  assert.ok(logBetween("blobs", "roll").some((e) => e.op === "unlink" && /\/blobs\/[0-9a-f]{2}\//.test(e.path)), "a replaced blob file removed");
   // The rollback phase creates a segment and unlinks it again.
   assert.ok(logBetween("rollback", "churn").some((e) => e.op === "unlink" && isSegment(e.path)), "rollback removes a rolled segment");
   // Commits checkpoint (index.N renamed into place) and compact (old segments unlinked) without compact() being called.
@@ -376,7 +391,7 @@ let walked: WalkResult | undefined;
 async function walk(): Promise<WalkResult> {
   if (walked !== undefined) return walked;
   const started = Date.now();
-  const { mutations } = countRun();
+  const { mutations } = await countRun();
   const perVariant = new Map(VARIANTS.map((v) => [variantName(v), { checked: 0, failures: [] as Failure[] }]));
   const recovery = { disks: 0, paths: 0, walked: 0, points: 0, failures: [] as Failure[] };
   // Many crash points leave the same disk (power lost anywhere among one transaction's unsynced writes, in
@@ -385,7 +400,7 @@ async function walk(): Promise<WalkResult> {
   const recoveryDisks = new Set<string>();
   const recoveryPaths = new Map<string, number>();
   for (let n = 1; n <= mutations; n++) {
-    const point = crashPoint(n);
+    const point = await crashPoint(n);
     for (const variant of VARIANTS) {
       const options: CrashOptions = { ...variant, seed: SEED + n };
       const disk = point.fs.clone().crash(options);

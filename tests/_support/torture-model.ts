@@ -38,6 +38,9 @@ export interface Observed {
   foreign: string[];
 }
 
+/** Chunk size TrackedStore.putBlob streams in: small, so a blob takes several writes. */
+const BLOB_CHUNK_BYTES = 1000;
+
 /** The filler of bytes 4..31 of a model key: ids not of this shape are foreign. */
 const KEY_FILLER = 0x5a;
 
@@ -248,6 +251,15 @@ export class TrackedStore {
     const bytes = valueBytes(this.seed + version * 7919, n, length);
     this.txn.set(n, valueDigest(bytes));
     this.store.put(keyId(n), bytes);
+  }
+
+  /** Puts a deterministic blob of `length` bytes under key `n`, streamed in chunks. */
+  async putBlob(n: number, length: number, version = 0): Promise<void> {
+    const bytes = valueBytes(this.seed + version * 7919 + 1, n, length);
+    this.txn.set(n, blobDigest(bytes.length, crc32(bytes)));
+    await this.store.putBlob(keyId(n), (async function* () {
+      for (let i = 0; i < bytes.length; i += BLOB_CHUNK_BYTES) yield bytes.subarray(i, Math.min(bytes.length, i + BLOB_CHUNK_BYTES));
+    })());
   }
 
   delete(n: number): boolean {

@@ -56,6 +56,8 @@ export interface TortureResult {
   inflightLost: number;
   /** Kills before the writer's store was open (during open and recovery). */
   killsDuringOpen: number;
+  /** Children restarted because they could not load their modules (the tree was being rebuilt). */
+  loadRetries: number;
   /** Model violations and child failures; the run stops at the first. */
   violations: string[];
   ms: number;
@@ -65,6 +67,19 @@ export interface TortureResult {
 const KILL_EARLY_SHARE = 0.2;
 /** Longest delay after the writer's "ready" before the kill, in ms. */
 const KILL_DELAY_MAX_MS = 400;
+/**
+ * A child that dies before its first line with a module-loading error (SyntaxError, a missing module or
+ * export) met a half-written dist/ or source file: other work rebuilding the tree while the torture runs.
+ * That is retried after LOAD_RETRY_DELAY_MS, up to this many times in a row, then reported like any failure.
+ */
+const LOAD_RETRIES_MAX = 10;
+const LOAD_RETRY_DELAY_MS = 2000;
+
+/** True when a child's output says it never got as far as running (see LOAD_RETRIES_MAX). */
+function loadFailure(stdout: string, stderr: string): boolean {
+  return stdout.trim() === "" && /SyntaxError|ERR_MODULE_NOT_FOUND|does not provide an export|Module not found|Cannot find module/.test(stderr);
+}
+
 /** A child that takes longer than this (a hang) is a failure. */
 const CHILD_TIMEOUT_MS = 60_000;
 
@@ -84,6 +99,8 @@ function childCommand(runtime: "node" | "deno", script: "torture-writer" | "tort
 
 /** One writer's life: the complete lines it printed, how it ended, and its stderr. */
 interface WriterRun {
+  /** Complete lines it printed. */
+  lines: number;
   signal: string | null;
   code: number | null;
   stderr: string;
@@ -105,6 +122,7 @@ function runWriter(
     let pending = "";
     let stderr = "";
     let readyAt: number | undefined;
+    let lines = 0;
     let timer: ReturnType<typeof setTimeout> | undefined;
     const kill = () => child.kill("SIGKILL");
     if (early) timer = setTimeout(kill, delay);
@@ -123,6 +141,7 @@ function runWriter(
           readyAt = Date.now() - started;
           if (!early) timer = setTimeout(kill, delay);
         }
+        lines++;
         onLine(line);
       }
     });
@@ -132,13 +151,13 @@ function runWriter(
     child.on("close", (code, signal) => {
       clearTimeout(timer);
       clearTimeout(hang);
-      resolve({ code, signal, stderr, readyAt });
+      resolve({ lines, code, signal, stderr, readyAt });
     });
   });
 }
 
 /** Runs the checker child; its one JSON line, parsed. */
-function runCheck(runtime: "node" | "deno", store: string): Promise<{ observed?: Observed; problems?: string[]; error?: string }> {
+function runCheck(runtime: "node" | "deno", store: string): Promise<{ observed?: Observed; problems?: string[]; error?: string; loadFailed?: boolean }> {
   const [cmd, args] = childCommand(runtime, "torture-check", [store]);
   return new Promise((resolve) => {
     const child = spawn(cmd, args, { stdio: ["ignore", "pipe", "pipe"] });
@@ -155,7 +174,7 @@ function runCheck(runtime: "node" | "deno", store: string): Promise<{ observed?:
       try {
         parsed = JSON.parse(out.trim().split("\n").pop() ?? "");
       } catch {
-        resolve({ error: `checker exited (${code ?? signal}) without a report: ${out.slice(0, 500)} ${err.slice(0, 2000)}` });
+        resolve({ error: `checker exited (${code ?? signal}) without a report: ${out.slice(0, 500)} ${err.slice(0, 2000)}`, loadFailed: loadFailure(out, err) });
         return;
       }
       if (parsed.error !== undefined) {
@@ -184,8 +203,10 @@ export async function torture(options: TortureOptions): Promise<TortureResult> {
   const model = new CommitModel();
   const result: TortureResult = {
     runtime: options.runtime, seed: options.seed, kills: 0, commits: 0, compactions: 0, reopens: 0,
-    inflightLanded: 0, inflightLost: 0, killsDuringOpen: 0, violations: [], ms: 0,
+    inflightLanded: 0, inflightLost: 0, killsDuringOpen: 0, loadRetries: 0, violations: [], ms: 0,
   };
+  /** Consecutive writer starts that failed to load (see LOAD_RETRIES_MAX). */
+  let loadRetries = 0;
   /** Running estimate of the writer's startup time, to aim early kills at its open. */
   let startupMs = options.runtime === "deno" ? 250 : 150;
 
@@ -223,6 +244,12 @@ export async function torture(options: TortureOptions): Promise<TortureResult> {
     };
     const run = await runWriter(options.runtime, options.store, writerSeed, early, delay, onLine);
     if (run.readyAt !== undefined) startupMs = 0.8 * startupMs + 0.2 * run.readyAt;
+    if (run.signal !== "SIGKILL" && run.lines === 0 && loadFailure("", run.stderr) && loadRetries < LOAD_RETRIES_MAX) {
+      loadRetries++;
+      result.loadRetries++;
+      await new Promise((r) => setTimeout(r, LOAD_RETRY_DELAY_MS));
+      continue;
+    }
     if (run.signal !== "SIGKILL") {
       result.violations.push(`${where}: the writer ended by itself (code ${run.code}, signal ${run.signal}): ${run.stderr.slice(0, 3000)}`);
       break;
@@ -234,7 +261,13 @@ export async function torture(options: TortureOptions): Promise<TortureResult> {
       break;
     }
     const inflight = model.inflight;
-    const check = await runCheck(options.runtime, options.store);
+    let check = await runCheck(options.runtime, options.store);
+    for (let retry = 0; check.loadFailed && retry < LOAD_RETRIES_MAX; retry++) {
+      result.loadRetries++;
+      await new Promise((r) => setTimeout(r, LOAD_RETRY_DELAY_MS));
+      check = await runCheck(options.runtime, options.store);
+    }
+    loadRetries = 0;
     if (check.error !== undefined) {
       result.violations.push(`${where}: the checker could not read the store: ${check.error.slice(0, 3000)}`);
       break;
