@@ -592,8 +592,21 @@ async function benchMainCase(cases: readonly BenchCase[], argv: readonly string[
 // ---------------------------------------------------------------------------
 // 7. The ratio table and RESULTS.md
 
-/** The store every other row is compared with. */
-export const REFERENCE_STORE = "segstore";
+/**
+ * The stores every other row is compared with: segstore, and for the core
+ * workloads (which measure segstore's WebAssembly core on its own) "wasm".
+ */
+export const REFERENCE_STORES: readonly string[] = ["segstore", "wasm"];
+
+/**
+ * The row `line` is compared with: a reference store's row of the same
+ * workload and runtime, preferring one of the same n (core measures at
+ * 1M and 10M keys).
+ */
+function referenceOf(lines: readonly BenchLine[], line: BenchLine): BenchLine | undefined {
+  const candidates = lines.filter((l) => REFERENCE_STORES.includes(l.store) && l.workload === line.workload && l.runtime === line.runtime);
+  return candidates.find((l) => l.n === line.n) ?? candidates[0];
+}
 
 /**
  * The figure a row is ranked by: throughput where there is one, else latency.
@@ -643,18 +656,19 @@ export function ratioTable(lines: readonly BenchLine[]): string {
   const sorted = [...lines].sort((a, b) =>
     workloadRank(a.workload) - workloadRank(b.workload) || a.workload.localeCompare(b.workload) ||
     runtimeRank(a.runtime) - runtimeRank(b.runtime) ||
-    (a.store === REFERENCE_STORE ? -1 : b.store === REFERENCE_STORE ? 1 : a.store.localeCompare(b.store)));
+    Number(REFERENCE_STORES.includes(b.store)) - Number(REFERENCE_STORES.includes(a.store)) ||
+    a.store.localeCompare(b.store) || (a.n ?? 0) - (b.n ?? 0));
   const header = ["workload", "runtime", "store", "n", "value B", "ops/s", "MB/s", "ms", "p50 ms", "p99 ms", "peak RSS MB", "disk MB", "B/key", "runs", "segstore ÷ store"];
   const rows: string[][] = [];
   for (const line of sorted) {
-    const reference = lines.find((l) => l.store === REFERENCE_STORE && l.workload === line.workload && l.runtime === line.runtime);
+    const reference = referenceOf(lines, line);
     let ratio = "";
     const mine = reference && headlineOf(reference);
     const theirs = headlineOf(line);
-    if (line.store === REFERENCE_STORE) ratio = "1";
+    if (reference === line) ratio = "1";
     else if (mine && theirs && mine.unit === theirs.unit && theirs.value !== 0) {
       ratio = `${(mine.value / theirs.value).toFixed(2)}${theirs.higherIsBetter ? "" : " (ms)"}`;
-    } else if (!reference) ratio = "no segstore figure";
+    } else if (!reference) ratio = "no segstore row";
     rows.push([
       line.workload, line.runtime, line.store, formatNumber(line.n), formatNumber(line.value_bytes),
       formatNumber(line.ops_per_s), formatNumber(line.mb_per_s), formatNumber(line.ms), formatNumber(line.p50_ms), formatNumber(line.p99_ms),
