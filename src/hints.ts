@@ -52,9 +52,12 @@ export function decodeHints(bytes: Uint8Array, file: string): Hints {
   if (bytes.length > HINTS_SIZE_MAX) throw bad(`${bytes.length} bytes is over the ${HINTS_SIZE_MAX} limit`);
   let raw: unknown;
   try {
+    // msgpack-js allocates an array for its claimed length before reading
+    // an element; an array of N elements takes at least N bytes, so no
+    // claim larger than the file is believed (5 bytes cannot cost 128 MiB).
     raw = decode(bytes, {
       useBigInt64: true,
-      maxStrLength: 64, maxBinLength: 0, maxArrayLength: 16 * 1024 * 1024, maxMapLength: 16, maxExtLength: 0,
+      maxStrLength: 64, maxBinLength: 0, maxArrayLength: bytes.length, maxMapLength: 16, maxExtLength: 0,
     });
   } catch (e) {
     throw bad(`not msgpack (${(e as Error).message})`);

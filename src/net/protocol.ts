@@ -28,7 +28,7 @@
 import { Decoder, Encoder } from "@msgpack/msgpack";
 import { FsError } from "../fs.ts";
 import {
-  ConflictError, IntegrityError, KEY_SIZE, LockedError, MAX_OBJECT_SIZE, NotFoundError, SegstoreError, StateError,
+  assert, ConflictError, IntegrityError, KEY_SIZE, LockedError, MAX_OBJECT_SIZE, NotFoundError, SegstoreError, StateError,
   StorageError, StoreFormatError,
 } from "../format.ts";
 
@@ -203,38 +203,59 @@ export function writeFrameHeader(out: Uint8Array, at: number, length: number): v
 // ---------------------------------------------------------------------------
 // The msgpack codec
 
-/** One encoder and one decoder, reused for every message of a connection (msgpack-js's advice). */
+/**
+ * Smallest payload size class, log2: frames of up to 64 bytes share one
+ * decoder. Classes go up by powers of two to the frame limit (about 20).
+ */
+const DECODER_CLASS_MIN_LOG2 = 6;
+
+/** One encoder, and decoders by payload size class, reused for every message of a connection (msgpack-js's advice). */
 export interface Codec {
   encoder: Encoder;
-  decoder: Decoder;
+  /** Decoders by log2 of their payload size class, made on first use. */
+  decoders: Decoder[];
+  frameSizeMax: number;
 }
 
 /**
  * The codec of one connection. 64-bit integers (transaction ids, serials)
- * travel as msgpack uint64 and decode as bigint. Decode limits derive from
- * the frame limit (msgpack-js defaults to 4 GiB): no string, binary, array
- * or map can claim more elements than a frame has bytes, so a hostile
- * length never makes the decoder allocate more than a frame.
+ * travel as msgpack uint64 and decode as bigint. msgpack-js allocates an
+ * array or map for its claimed length before reading an element (and
+ * defaults to 4 Gi elements), so 5 bytes claiming 16 M elements would cost
+ * 128 MiB. An array of N elements takes at least N bytes and a map 2N, so
+ * each payload is decoded with limits no larger than the next power of two
+ * of its own length: a hostile claim is refused before anything is
+ * allocated for it.
  */
 export function createCodec(frameSizeMax: number = FRAME_SIZE_MAX): Codec {
-  return {
-    encoder: new Encoder({ useBigInt64: true, ignoreUndefined: false }),
-    decoder: new Decoder({
+  return { encoder: new Encoder({ useBigInt64: true, ignoreUndefined: false }), decoders: [], frameSizeMax };
+}
+
+/** The decoder for payloads of up to 2 ** log2 bytes. */
+function decoderOfClass(codec: Codec, log2: number): Decoder {
+  let decoder = codec.decoders[log2];
+  if (decoder === undefined) {
+    const limit = Math.min(2 ** log2, codec.frameSizeMax);
+    decoder = new Decoder({
       useBigInt64: true,
-      maxStrLength: frameSizeMax,
-      maxBinLength: frameSizeMax,
-      maxArrayLength: frameSizeMax,
-      maxMapLength: Math.floor(frameSizeMax / 2),
+      maxStrLength: limit,
+      maxBinLength: limit,
+      maxArrayLength: limit,
+      maxMapLength: Math.floor(limit / 2),
       // The protocol uses no extension types; a timestamp ext would only be a client's mistake.
       maxExtLength: 16,
-    }),
-  };
+    });
+    codec.decoders[log2] = decoder;
+  }
+  return decoder;
 }
 
 /** Decodes one frame's payload, turning any decoder failure into a protocol error. */
 export function decodePayload(codec: Codec, payload: Uint8Array): unknown {
+  assert(payload.length <= codec.frameSizeMax, `payload of ${payload.length} bytes passed the frame limit`);
+  const log2 = Math.max(DECODER_CLASS_MIN_LOG2, Math.ceil(Math.log2(payload.length || 1)));
   try {
-    return codec.decoder.decode(payload);
+    return decoderOfClass(codec, log2).decode(payload);
   } catch (e) {
     throw protocolError(`malformed msgpack in a frame of ${payload.length} bytes: ${(e as Error).message ?? e}`);
   }

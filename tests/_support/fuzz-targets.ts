@@ -53,14 +53,6 @@ import { SeededRandom } from "../../adapters/faulty.ts";
 
 /** Longest one input may take, in ms: far above any honest input (microseconds), far below a hang. */
 export const FUZZ_INPUT_MS_MAX = 2000;
-/**
- * Average ms a decoder may spend refusing a few bytes that claim a huge
- * length. Refusing takes microseconds; allocating for a claim of 16M array
- * slots (128 MiB, 8x the frame limit the protocol promises to stay under)
- * takes 100 ms or more, so the bound is robust on a loaded machine.
- */
-export const DECODE_CLAIM_MS_MAX = 20;
-
 /** A broken contract: which target, which input, and why; `seed` and `index` replay it. */
 export class FuzzViolation extends Error {
   constructor(readonly target: string, readonly seed: number, readonly index: number, why: string, readonly input: Uint8Array) {
@@ -767,16 +759,36 @@ export function decodeClaimCases(): { name: string; bytes: Uint8Array }[] {
   return out;
 }
 
-/** The msgpack decoders that read untrusted bytes, as functions that must throw only their documented error. */
-export function claimDecoders(): { name: string; decode: (bytes: Uint8Array) => void }[] {
+/**
+ * Whether a decoder's error shows it refused a length claim before
+ * allocating for it: msgpack-js checks an array's or map's claimed length
+ * against its limit ("Max length exceeded") before `new Array(length)`, and
+ * checks a string's, binary's or extension's against the bytes left
+ * ("Insufficient data") before copying; an array or map refused only for
+ * insufficient data was allocated first.
+ */
+export function refusedBeforeAllocating(caseName: string, error: Error | undefined): boolean {
+  if (error === undefined) return false;
+  const collection = /^(array|map)/.test(caseName);
+  return /Max length exceeded/.test(error.message) || (!collection && /Insufficient data/.test(error.message));
+}
+
+/**
+ * The msgpack decoders that read untrusted bytes, as functions that return
+ * their documented error (undefined if the bytes decoded) and rethrow any
+ * other.
+ */
+export function claimDecoders(): { name: string; decode: (bytes: Uint8Array) => Error | undefined }[] {
   return [
     {
       name: "decodeHints",
       decode: (b) => {
         try {
           decodeHints(b, "claim");
+          return undefined;
         } catch (e) {
           if (!(e instanceof IntegrityError)) throw e;
+          return e;
         }
       },
     },
@@ -785,8 +797,10 @@ export function claimDecoders(): { name: string; decode: (bytes: Uint8Array) => 
       decode: (b) => {
         try {
           decodePayload(protocolCodec, b);
+          return undefined;
         } catch (e) {
           protocolErrorExpected(e);
+          return e as Error;
         }
       },
     },
