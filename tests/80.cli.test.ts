@@ -615,15 +615,27 @@ test("bench passes its arguments to scripts/bench.mjs (--list)", async () => {
   assert.match(text(r), /^W1\/segstore \(node\)/m);
 });
 
+test("deno task segstore runs the CLI", async () => {
+  const r = await new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+    const child = spawn(DENO, ["task", "segstore", "--help"], { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] });
+    let stdout = "", stderr = "";
+    child.stdout!.on("data", (d) => (stdout += d));
+    child.stderr!.on("data", (d) => (stderr += d));
+    child.on("close", (code) => resolve({ code, stdout, stderr }));
+  });
+  assert.is(r.code, 0, r.stderr);
+  assert.match(r.stdout, /^usage: segstore COMMAND/m);
+});
+
 test("the compile task builds a binary that runs the demo (skipped when denort cannot be downloaded)", async () => {
-  // The task's own command, run with our deno: `deno task` itself resolves "deno" to node_modules/.bin/deno (the npm
-  // package's native binary) and tries to run it as a script, so the task runner is bypassed, not the command.
+  // The task names the deno that npm install put in node_modules: `deno task` resolves a bare "deno" to
+  // node_modules/.bin/deno (the npm package's native binary) and tries to run it as a script.
   const task = (JSON.parse(readFileSync(join(ROOT, "deno.json"), "utf8")) as { tasks: Record<string, string> }).tasks.compile!;
-  const m = /^deno (compile .*--output (\S+) .*src\/cli\.ts)$/.exec(task);
+  const m = /^\.\/node_modules\/\.bin\/deno compile .*--output (\S+) .*src\/cli\.ts$/.exec(task);
   assert.ok(m, `deno.json's compile task compiles src/cli.ts: ${task}`);
-  const binary = join(ROOT, m![2]!);
+  const binary = join(ROOT, m![1]!);
   const compile = await new Promise<{ code: number | null; stderr: string }>((resolve) => {
-    const child = spawn(DENO, m![1]!.split(/\s+/), { cwd: ROOT, stdio: ["ignore", "ignore", "pipe"] });
+    const child = spawn(DENO, ["task", "compile"], { cwd: ROOT, stdio: ["ignore", "ignore", "pipe"] });
     let stderr = "";
     child.stderr!.on("data", (d) => (stderr += d));
     const timer = setTimeout(() => child.kill("SIGKILL"), 120_000);
