@@ -14,7 +14,7 @@ import { runtimeFs } from "./adapters/runtime.ts";
 import { Store, type OpenOptions } from "./src/store.ts";
 
 export { Store, idHex } from "./src/store.ts";
-export type { OpenOptions, StoreStats, CompactResult } from "./src/store.ts";
+export type { OpenOptions, StoreStats, CompactResult, CompactOptions } from "./src/store.ts";
 export {
   ConflictError, IntegrityError, LockedError, NotFoundError, SegstoreError, StateError, StorageError, StoreFormatError,
   MAX_OBJECT_SIZE, KEY_SIZE,

@@ -162,6 +162,16 @@ export interface CompactResult {
   bytesFreed: number;
 }
 
+/** Options of compact(). */
+export interface CompactOptions {
+  /**
+   * Called after each committed step (at most COMPACT_STEP_BYTES copied)
+   * with the bytes copied so far and the live bytes of the segments chosen
+   * at the start, which bounds what can be copied.
+   */
+  onProgress?: (bytesCopied: number, bytesToCopy: number) => void;
+}
+
 /** Work another module (blobs) hangs on the transaction lifecycle. */
 export interface TransactionHooks {
   /** Before the COMMIT record is written: make files durable under their final names. May throw to abort the commit. */
@@ -1305,15 +1315,21 @@ export class Store {
    * head are eligible), then copies live records into the head in steps,
    * committing each, and deletes the emptied segments.
    *
+   * `onProgress(bytesCopied, bytesToCopy)` is called after each step, so a
+   * caller can draw progress while compaction (synchronous) runs.
+   *
    * @example
    * const { bytesFreed } = store.compact();
+   * store.compact({ onProgress: (done, total) => console.error(`${done}/${total}`) });
    */
-  compact(): CompactResult {
+  compact(options: CompactOptions = {}): CompactResult {
     const writer = this.checkWritable();
     if (this.inTransaction) throw new StateError("EBUSY", `store ${this.path}: compact() needs no open transaction; commit or roll back first`, { store: this.path });
     if (this.lastTxid > 0n) this.checkpoint();
     // Re-evaluate every segment: ratios may have changed since they were last looked at.
     for (const [s, stat] of this.segStats) if (this.isSparse(s, stat)) this.compactCandidates.add(s);
+    let bytesToCopy = 0;
+    for (const s of this.compactCandidates) bytesToCopy += this.segStats.get(s)?.bytes ?? 0;
     const result: CompactResult = { segmentsCompacted: 0, bytesCopied: 0, bytesFreed: 0 };
     for (;;) {
       if (this.compactNext() === undefined) break;
@@ -1337,6 +1353,7 @@ export class Store {
       }
       this.commitDeleteSegments();
       result.bytesFreed += Math.max(0, sizeBefore - this.totalBytes());
+      options.onProgress?.(result.bytesCopied, Math.max(bytesToCopy, result.bytesCopied));
       if (copied === 0 && this.pendingSegmentDeletes.length === 0 && this.compactCursor === undefined && this.compactNext() === undefined) break;
     }
     return result;

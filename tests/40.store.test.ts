@@ -312,8 +312,17 @@ each("overwrites and deletes across many segments, compaction, checkpoint loss: 
   }
   const segmentsBefore = segmentPaths(c.fs, root).length;
   assert.ok(segmentsBefore > 5, "many segments");
-  const result = store.compact();
+  const progress: [number, number][] = [];
+  const result = store.compact({ onProgress: (done, total) => progress.push([done, total]) });
   assert.ok(result.segmentsCompacted > 0, "compaction freed segments");
+  // Progress: reported, never going back, never past its bound, ending at what was copied.
+  assert.ok(progress.length > 0, "onProgress was called");
+  for (let i = 0; i < progress.length; i++) {
+    const [done, total] = progress[i]!;
+    assert.ok(done <= total, `step ${i}: ${done} copied of at most ${total}`);
+    if (i > 0) assert.ok(done >= progress[i - 1]![0], `step ${i}: progress went back`);
+  }
+  assert.is(progress.at(-1)![0], result.bytesCopied);
   assert.ok(segmentPaths(c.fs, root).length < segmentsBefore);
   const check = (s: Store, what: string) => {
     for (let k = 0; k < 60; k++) assert.is(text(s.get(key(k))), model.get(k), `${what}: key ${k}`);

@@ -88,11 +88,10 @@ export const compactCommand: CommandSpec = {
   async run(args, io) {
     const [path] = args.positionals as [string];
     const result = await withStore(io, path, {}, (store) => {
-      const before = store.stats();
-      // Compaction is synchronous: the bar can only show the bytes it may copy, then the end.
-      const bar = new ProgressBar(io, "compact", before.liveBytes);
+      // Compaction is synchronous; the bar is drawn (synchronously) after each committed step.
+      const bar = new ProgressBar(io, "compact");
       bar.update(0);
-      const r = store.compact();
+      const r = store.compact({ onProgress: (done, total) => bar.update(done, total) });
       bar.done();
       return r;
     });
