@@ -18,6 +18,7 @@ import {
   RECORD_HEADER_SIZE, RECORD_SIZE_MAX, RECORD_SIZE_MIN, SEGMENT_HEADER_SIZE, SEGMENT_MAGIC, StorageError,
   TAG_BLOB, TAG_COMMIT, TAG_DELETE, TAG_PUT,
 } from "./format.ts";
+import { BlockCache } from "./blockcache.ts";
 import type { StorePaths } from "./paths.ts";
 import type { WasmCore } from "./wasm.ts";
 
@@ -43,7 +44,16 @@ export class SegmentFiles {
   /** The last segment asked for: a run of reads in one segment skips the LRU bookkeeping. */
   private lastSegment = -1;
   private lastFile: File | undefined;
-  constructor(private readonly fs: FileSystem, private readonly paths: StorePaths, private readonly storeName: string) {}
+  /** Committed bytes of recently read blocks (blockcache.ts); capacity 0 when the owner reads uncached. */
+  readonly cache: BlockCache;
+  constructor(
+    private readonly fs: FileSystem,
+    private readonly paths: StorePaths,
+    private readonly storeName: string,
+    readCacheBytes = 0,
+  ) {
+    this.cache = new BlockCache(readCacheBytes);
+  }
 
   /** The read handle of `segment`; IntegrityError if the file is missing (a segment the index needs is gone). */
   get(segment: number): File {
@@ -59,7 +69,7 @@ export class SegmentFiles {
     }
     const path = this.paths.segment(segment);
     // Close the least recently used handle before opening, not after: never more than MAX_OPEN_SEGMENTS at once.
-    if (this.open.size >= MAX_OPEN_SEGMENTS) this.evict(this.open.keys().next().value as number);
+    if (this.open.size >= MAX_OPEN_SEGMENTS) this.closeHandle(this.open.keys().next().value as number);
     try {
       file = this.fs.open(path, "r");
     } catch (e) {
@@ -76,8 +86,24 @@ export class SegmentFiles {
     return file;
   }
 
-  /** Closes the handle of a segment about to be truncated or deleted. */
+  /**
+   * Copies a record's bytes into `dest` from the block cache when it can
+   * (see BlockCache.read: `limit` is where the segment's committed bytes
+   * end); false when the caller must read the file.
+   */
+  readCached(segment: number, offset: number, size: number, limit: number, dest: Uint8Array, destAt: number): boolean {
+    if (this.cache.capacity === 0) return false;
+    return this.cache.read(this.get(segment), segment, offset, size, limit, dest, destAt);
+  }
+
+  /** Closes the handle of a segment about to be truncated or deleted, and forgets its cached blocks. */
   evict(segment: number): void {
+    this.cache.dropSegment(segment);
+    this.closeHandle(segment);
+  }
+
+  /** Closes a segment's read handle (the LRU's eviction; the cached blocks stay valid). */
+  private closeHandle(segment: number): void {
     if (segment === this.lastSegment) {
       this.lastSegment = -1;
       this.lastFile = undefined;
@@ -90,6 +116,7 @@ export class SegmentFiles {
   }
 
   closeAll(): void {
+    this.cache.clear();
     this.lastSegment = -1;
     this.lastFile = undefined;
     for (const file of this.open.values()) file.close();

@@ -74,6 +74,8 @@ import {
 } from "./blobs.ts";
 import { checkStore, type CheckOptions, type CheckReport } from "./check.ts";
 import { UndoLog } from "./undolog.ts";
+import { ValueSlab } from "./valueslab.ts";
+import { READ_CACHE_BYTES_DEFAULT, READ_CACHE_BYTES_MAX } from "./blockcache.ts";
 import { crc32, WasmCore } from "./wasm.ts";
 
 // ---------------------------------------------------------------------------
@@ -122,11 +124,17 @@ export interface OpenOptions {
   autoCompact?: boolean;
   /** Log bytes between automatic checkpoints, at least; default CHECKPOINT_LOG_BYTES_MIN (tests set it low). */
   checkpointBytes?: number;
+  /**
+   * Memory for committed segment blocks that gets read again (blockcache.ts),
+   * taken as it fills. Default READ_CACHE_BYTES_DEFAULT (32 MiB); 0 reads
+   * every record from its file.
+   */
+  readCacheBytes?: number;
 }
 
 const OPTION_NAMES = [
   "create", "fs", "readOnly", "lockTimeout", "maxSegmentSize", "segmentsPerDir", "compactRatio", "autoCompact",
-  "checkpointBytes",
+  "checkpointBytes", "readCacheBytes",
 ];
 
 /** What stats() reports. Sizes are bytes. */
@@ -235,6 +243,8 @@ export class Store {
   private readonly core: WasmCore;
   /** Set by openLoadCheckpoint: loaded from a checkpoint, or empty for a full replay. One per core. */
   private index!: KeyIndex;
+  /** Where get() and getMany() copy values out of wasm memory (see valueslab.ts for why a slab). */
+  private readonly values = new ValueSlab();
   private readonly files: SegmentFiles;
   private writer: SegmentWriter | undefined;
   private lockFile: File | undefined;
@@ -306,7 +316,9 @@ export class Store {
       this.fs, this.paths.lock, this.readOnly ? "shared" : "exclusive", lockTimeout, path, processOwner(this.fs.name),
     );
     this.core = WasmCore.create();
-    this.files = new SegmentFiles(this.fs, this.paths, path);
+    this.files = new SegmentFiles(
+      this.fs, this.paths, path, num("readCacheBytes", 0, READ_CACHE_BYTES_MAX, READ_CACHE_BYTES_DEFAULT),
+    );
     try {
       this.openRecover();
       if (!this.readOnly) sweepBlobFiles(this); // blobs.ts: temp files and blob files no committed record names
@@ -773,16 +785,32 @@ export class Store {
     size &= INDEX_SIZE_MASK;
     assert(size <= this.core.readBufSize, "record fits the read window");
     this.writer?.ensureReadable(segment, offset, size);
-    const file = this.files.get(segment);
     const ptr = this.core.readBufPtr;
-    let n: number;
+    let n = size;
     try {
-      n = file.read(this.core.u8.subarray(ptr, ptr + size), offset);
+      if (!this.files.readCached(segment, offset, size, this.committedEnd(segment), this.core.u8, ptr)) {
+        n = this.files.get(segment).read(this.core.u8.subarray(ptr, ptr + size), offset);
+      }
     } catch (e) {
-      throw storageError(e, this.path, file.path, "read", offset);
+      throw storageError(e, this.path, this.paths.segment(segment), "read", offset);
     }
     this.verifyRecord(key, segment, offset, size, ptr, n);
     return ptr;
+  }
+
+  /**
+   * Where `segment`'s committed bytes end: the block cache keeps nothing
+   * past it, since a rollback truncates and rewrites what lies beyond. A
+   * segment after the committed head holds only uncommitted records; one
+   * before it is whole; a read-only store has no writer (the lock keeps
+   * writers out), so every byte of its files is committed.
+   */
+  private committedEnd(segment: number): number {
+    const writer = this.writer;
+    if (writer === undefined) return this.segStats.get(segment)?.size ?? 0;
+    if (segment === writer.committedSegment) return writer.committedSize;
+    if (segment > writer.committedSegment) return 0;
+    return this.segStats.get(segment)?.size ?? 0;
   }
 
   private verifyRecord(key: Uint8Array, segment: number, offset: number, size: number, ptr: number, n: number): void {
@@ -825,7 +853,7 @@ export class Store {
     const size = this.index.sizeAt(entry);
     if (size & INDEX_BLOB_FLAG) return undefined;
     const ptr = this.readRecord(id, this.index.segmentAt(entry), this.index.offsetAt(entry), size);
-    return this.core.u8.slice(ptr + PUT_HEADER_SIZE, ptr + size);
+    return this.values.copy(this.core.u8, ptr + PUT_HEADER_SIZE, ptr + size);
   }
 
   /**
@@ -876,7 +904,7 @@ export class Store {
       if (end === k + 1) {
         const r = found[k];
         const ptr = this.readRecord(ids[r.i], r.segment, r.offset, r.size);
-        out[r.i] = this.core.u8.slice(ptr + PUT_HEADER_SIZE, ptr + r.size);
+        out[r.i] = this.values.copy(this.core.u8, ptr + PUT_HEADER_SIZE, ptr + r.size);
       } else {
         const first = found[k];
         this.writer?.ensureReadable(first.segment, first.offset, runBytes);
@@ -892,7 +920,7 @@ export class Store {
           const r = found[j];
           const ptr = base + (r.offset - first.offset);
           this.verifyRecord(ids[r.i], r.segment, r.offset, r.size, ptr, Math.max(0, Math.min(r.size, n - (r.offset - first.offset))));
-          out[r.i] = this.core.u8.slice(ptr + PUT_HEADER_SIZE, ptr + r.size);
+          out[r.i] = this.values.copy(this.core.u8, ptr + PUT_HEADER_SIZE, ptr + r.size);
         }
       }
       k = end;
