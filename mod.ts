@@ -3,7 +3,7 @@
  * Node.js and Deno.
  *
  * @example
- * import { open } from "segstore";
+ * import { contentId, open } from "segstore";
  * const store = open("./data", { create: true });
  * const id = await contentId(new TextEncoder().encode("hello"));
  * store.put(id, new TextEncoder().encode("hello"));

@@ -96,7 +96,8 @@
  * still names its id, which is then listed as lost unless a later record of
  * that id superseded it.
  */
-import { createBLAKE3, type IHasher } from "hash-wasm";
+import type { IHasher } from "hash-wasm";
+import { createBlake3 } from "./contentid.ts";
 import type { File, FileSystem } from "./fs.ts";
 import { isFsError } from "./fs.ts";
 import {
@@ -1270,7 +1271,7 @@ function checkOptionsParse(options: unknown, names: string[], what: string): { r
 }
 
 async function blake3Hasher(): Promise<IHasher> {
-  return await createBLAKE3(BLOB_HASH_SIZE * 8);
+  return await createBlake3();
 }
 
 function liveTarget(store: Store): CheckTarget {

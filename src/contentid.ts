@@ -5,17 +5,28 @@
  * stored under `await contentId(stream)` is stored under its own hash.
  *
  * hash-wasm's BLAKE3 is WebAssembly, created asynchronously; one hasher per
- * call, so concurrent calls never share state.
+ * call, so concurrent calls never share state. hash-wasm is imported on
+ * first use: its module holds every algorithm it offers (270 KB of
+ * JavaScript, 40 ms of a Node start on a slow machine), and a process that
+ * opens a store to read values never hashes.
  */
-import { createBLAKE3, type IHasher } from "hash-wasm";
+import type { IHasher } from "hash-wasm";
 import { BLOB_HASH_SIZE } from "./format.ts";
+
+let hashWasm: Promise<typeof import("hash-wasm")> | undefined;
+
+/** A fresh BLAKE3-256 hasher, initialised (hash-wasm's `createBLAKE3`, loaded on first call). */
+export async function createBlake3(): Promise<IHasher> {
+  hashWasm ??= import("hash-wasm");
+  return await (await hashWasm).createBLAKE3(BLOB_HASH_SIZE * 8);
+}
 
 /** What `contentId` takes: bytes in memory, or a stream of chunks read one at a time. */
 export type ContentSource = Uint8Array | ReadableStream<Uint8Array> | AsyncIterable<Uint8Array>;
 
 /** A fresh BLAKE3-256 hasher, ready for `update`. */
 export async function createContentHasher(): Promise<IHasher> {
-  const hasher = await createBLAKE3(BLOB_HASH_SIZE * 8);
+  const hasher = await createBlake3();
   hasher.init();
   return hasher;
 }

@@ -72,7 +72,7 @@ import { acquireStoreLock, type LockOwner } from "./storelock.ts";
 import {
   blobFilesOf, blobPath, openBlob, putBlob, sweepBlobFiles, type BlobInfo, type BlobSource, type OpenBlobOptions,
 } from "./blobs.ts";
-import { checkStore, type CheckOptions, type CheckReport } from "./check.ts";
+import type { CheckOptions, CheckReport } from "./check.ts";
 import { UndoLog } from "./undolog.ts";
 import { ValueSlab } from "./valueslab.ts";
 import { READ_CACHE_BYTES_DEFAULT, READ_CACHE_BYTES_MAX } from "./blockcache.ts";
@@ -1473,8 +1473,8 @@ export class Store {
    * store: keeps every record it can read (resynchronising after damage),
    * rebuilds the index from the log, writes a checkpoint, and lists in
    * `lost` every id whose live version could not be saved (those ids are
-   * absent afterwards). Async only to create the BLAKE3 hasher; the pass
-   * runs without yielding. Needs no open transaction (StateError EBUSY);
+   * absent afterwards). Async only to load check.ts and create the BLAKE3
+   * hasher; the pass runs without yielding. Needs no open transaction (StateError EBUSY);
    * repair needs the store open for writing (StateError EREADONLY). A store
    * that no longer opens is checked and repaired by path: `checkPath` in
    * src/check.ts (`segstore check --repair`). Details: the tables atop
@@ -1484,8 +1484,10 @@ export class Store {
    * const report = await store.check();                 // { ok, problems, lost, repaired, records, segments, blobs }
    * if (!report.ok) await store.check({ repair: true });
    */
-  check(options: CheckOptions = {}): Promise<CheckReport> {
-    return checkStore(this, options);
+  async check(options: CheckOptions = {}): Promise<CheckReport> {
+    // Loaded on first use: check.ts is the largest module, and most processes never check.
+    const { checkStore } = await import("./check.ts");
+    return await checkStore(this, options);
   }
 
   /**
