@@ -317,6 +317,9 @@ async function denoListen(url: string, onConnection: (conn: Connection) => void)
         continue;
       }
       const peer = conn.remoteAddr;
+      // Replies are small frames: without TCP_NODELAY, Nagle holds one back until the
+      // peer's delayed ACK (40 ms) whenever an earlier one is unacknowledged.
+      if (peer.transport === "tcp") (conn as Deno.TcpConn).setNoDelay(true);
       const remote = peer.transport === "tcp" ? `tcp:${peer.hostname}:${peer.port}` : "unix";
       onConnection(denoConnection(conn, remote));
     }
