@@ -21,7 +21,9 @@ export {
 } from "./src/format.ts";
 export { FsError } from "./src/fs.ts";
 export { contentId } from "./src/contentid.ts";
+export type { ContentSource } from "./src/contentid.ts";
 export type { BlobInfo, BlobPathSource, BlobSource, OpenBlobOptions } from "./src/blobs.ts";
+export type { CheckOptions, CheckPathOptions, CheckProblem, CheckProblemKind, CheckReport } from "./src/check.ts";
 export type { FileSystem, File } from "./src/fs.ts";
 
 /**
@@ -79,4 +81,24 @@ export async function serve(
 ): Promise<import("./src/net/server.ts").ServerHandle> {
   const server = await import("./src/net/server.ts");
   return server.serve(store, options);
+}
+
+/**
+ * Checks (and with `{ repair: true }` salvages) the store at `path` without
+ * opening it as `open` does, so a store too damaged to open can still be
+ * checked and repaired: what `segstore check PATH [--repair]` runs. Takes
+ * the store's lock (shared, or exclusive to repair) with the runtime's
+ * adapter unless `options.fs` gives another. check.ts is loaded on first
+ * use.
+ *
+ * @example
+ * const report = await checkPath("./data", { repair: true });
+ * if (report.lost.length > 0) console.error("lost:", report.lost);
+ */
+export async function checkPath(
+  path: string,
+  options: Partial<import("./src/check.ts").CheckPathOptions> = {},
+): Promise<import("./src/check.ts").CheckReport> {
+  const check = await import("./src/check.ts");
+  return await check.checkPath(path, { ...options, fs: options.fs ?? runtimeFs });
 }

@@ -150,8 +150,9 @@ export async function main(argv: string[], io: CliIo): Promise<number> {
 function repoRootOf(moduleUrl: string): string | undefined {
   const url = new URL(moduleUrl);
   if (url.protocol !== "file:") return undefined;
-  const dir = decodeURIComponent(url.pathname).replace(/\/[^/]*$/, ""); // .../src or .../dist/src
-  const root = dir.replace(/\/dist\/src$/, "").replace(/\/src$/, "");
+  // .../src (Deno), .../dist/src (tsc's output), .../dist/pkg/src or .../dist/pkg/chunks (the bundle)
+  const dir = decodeURIComponent(url.pathname).replace(/\/[^/]*$/, "");
+  const root = dir.replace(/\/dist\/pkg\/(src|chunks)$/, "").replace(/\/dist\/src$/, "").replace(/\/src$/, "");
   return root === dir ? undefined : root;
 }
 

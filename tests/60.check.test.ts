@@ -14,6 +14,7 @@ import { createBLAKE3 } from "hash-wasm";
 import { adapterCases, type AdapterCase } from "./_support/adapters.ts";
 import { idHex, Store, type OpenOptions } from "../src/store.ts";
 import { checkPath, walkSegment, type CheckProblem, type CheckReport } from "../src/check.ts";
+import { checkPath as modCheckPath } from "../mod.ts";
 import {
   COMMIT_RECORD_SIZE, IntegrityError, KEY_SIZE, RECORD_HEADER_SIZE, SEGMENT_MAGIC, StateError, TAG_COMMIT, TAG_DELETE,
   TAG_PUT,
@@ -526,6 +527,19 @@ each("a damaged DELETE: repair does not let the deleted id come back", async (c)
   assert.is(again.has(key(7)), false, "still deleted after reopen");
   assert.equal(again.get(key(200)), val(200, 1, 10));
   again.close();
+});
+
+each("mod.ts's checkPath finds and repairs damage by path, with the adapter given or the runtime's", async (c) => {
+  const { root, model } = simpleStore(c);
+  const segs = segmentPaths(c.fs, root);
+  flipBit(c.fs, segs[1].path, 2);
+  const report = await modCheckPath(root, { fs: c.fs });
+  assert.equal(kinds(report), ["segment-magic"], describe(report));
+  // Without fs it uses the runtime's adapter: right for a store on the real disk, and a missing path there otherwise.
+  if (c.name !== "faulty") assert.equal(kinds(await modCheckPath(root)), ["segment-magic"]);
+  const repaired = await modCheckPath(root, { fs: c.fs, repair: true });
+  assert.ok(repaired.repaired, describe(repaired));
+  await assertHealthy(c, root, model, new Set(), "after repair");
 });
 
 each("a segment with a bad magic is rewritten with its records; nothing is lost", async (c) => {

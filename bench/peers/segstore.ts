@@ -6,7 +6,17 @@
  * `commit()` returns. `indexStats` reads `stats().indexBytes` (and the key
  * count) for W5's bytes per key.
  */
-import { open } from "../../mod.ts";
+/**
+ * The store as its users load it: under Node the package's own entry (the
+ * bundle in dist/pkg that package.json "exports" names), under Deno mod.ts.
+ * The specifier is a variable so tsc does not resolve the package while it
+ * is building it.
+ */
+const NODE_ENTRY = "segstore";
+async function loadOpen(): Promise<(dir: string, options: { create: boolean }) => unknown> {
+  if ("Deno" in globalThis) return (await import("../../mod.ts")).open;
+  return ((await import(NODE_ENTRY)) as { open: (dir: string, options: { create: boolean }) => unknown }).open;
+}
 import type { PeerModule, PeerStore } from "../harness.ts";
 
 /** The slice of segstore's Store used here. */
@@ -49,6 +59,7 @@ export const peer: PeerModule = {
   runtimes: ["node", "deno"],
   async openPeer(dir: string, options: { create: boolean }): Promise<PeerStore> {
     // `await` in case open() ever returns a promise; today it is synchronous.
+    const open = await loadOpen();
     const store = (await open(dir, { create: options.create })) as unknown as StoreLike;
     return new SegstorePeer(store);
   },
