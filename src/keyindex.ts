@@ -172,6 +172,30 @@ export class KeyIndex {
     return core.tableLookup();
   }
 
+  /**
+   * Looks `key` up and, when present, leaves its value in `foundSegment`,
+   * `foundOffset` and `foundSize` (valid until the next find). One call for
+   * the get path: the entry comes from the table itself, so the three
+   * range checks of segmentAt/offsetAt/sizeAt have nothing to catch.
+   *
+   * @example
+   * if (index.find(id)) read(index.foundSegment, index.foundOffset, index.foundSize);
+   */
+  find(key: Uint8Array): boolean {
+    const entry = this.lookup(key);
+    if (entry < 0) return false;
+    const core = this.core;
+    this.foundSegment = core.entrySegment(entry);
+    this.foundOffset = core.entryOffset(entry);
+    this.foundSize = core.entrySize(entry);
+    return true;
+  }
+
+  /** The value the last successful find() found. */
+  foundSegment = 0;
+  foundOffset = 0;
+  foundSize = 0;
+
   private entryCheck(entry: number, method: string): void {
     if (!(entry >>> 0 === entry && entry < this.core.tableCount)) {
       throw new RangeError(`KeyIndex.${method}: entry ${entry} is not in [0, ${this.core.tableCount})`);

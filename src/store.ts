@@ -848,11 +848,11 @@ export class Store {
   get(id: Uint8Array): Uint8Array | undefined {
     this.checkOpen();
     checkKey(id);
-    const entry = this.index.lookup(id);
-    if (entry < 0) return undefined;
-    const size = this.index.sizeAt(entry);
+    const index = this.index;
+    if (!index.find(id)) return undefined;
+    const size = index.foundSize;
     if (size & INDEX_BLOB_FLAG) return undefined;
-    const ptr = this.readRecord(id, this.index.segmentAt(entry), this.index.offsetAt(entry), size);
+    const ptr = this.readRecord(id, index.foundSegment, index.foundOffset, size);
     return this.values.copy(this.core.u8, ptr + PUT_HEADER_SIZE, ptr + size);
   }
 

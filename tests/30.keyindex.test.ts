@@ -128,6 +128,13 @@ function runModel(core: WasmCore, ops: number, poolSize: number, seed: number): 
       }
       if (removed) model.count--;
       model.present[i] = 0;
+    } else if (roll < 85) {
+      // find(): the get path's one call
+      const found = index.find(key);
+      if (found !== (model.present[i] === 1)) assert.unreachable(`op ${op}: find of key ${i} gave ${found}`);
+      if (found && (index.foundSegment !== model.seg[i] || index.foundOffset !== model.off[i] || index.foundSize !== model.size[i])) {
+        assert.unreachable(`op ${op}: find of key ${i} read a wrong value`);
+      }
     } else {
       const e = index.lookup(key);
       if ((e >= 0) !== (model.present[i] === 1)) assert.unreachable(`op ${op}: lookup of key ${i} gave ${e}`);
