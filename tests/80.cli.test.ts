@@ -142,9 +142,10 @@ function storePath(): string {
 
 // ---------------------------------------------------------------------------
 
-test("the CLI exists: bin/segstore.js, dist/src/cli.js and the deno binary", () => {
+test("the CLI exists: bin/segstore.js, the bundled dist/pkg/src/cli.js it runs, and the deno binary", () => {
   assert.ok(existsSync(NODE_CLI), NODE_CLI);
-  assert.ok(existsSync(join(ROOT, "dist", "src", "cli.js")), "dist/src/cli.js (run tsc -p . first)");
+  assert.ok(existsSync(join(ROOT, "dist", "pkg", "src", "cli.js")), "dist/pkg/src/cli.js (run npm run build first)");
+  assert.match(readFileSync(NODE_CLI, "utf8"), /from "\.\.\/dist\/pkg\/src\/cli\.js"/, "bin/segstore.js runs the bundle");
   assert.ok(existsSync(DENO), DENO);
   assert.match(readFileSync(NODE_CLI, "utf8"), /^#!\/usr\/bin\/env node\n/);
 });
