@@ -52,7 +52,7 @@ export class BlockCache {
   /** Slots given back by drops, reused before the arena grows or the clock runs. */
   private readonly free: number[] = [];
   private hand = 0;
-  /** Counters for stats(): served from memory, and blocks read. */
+  /** Reads served from memory, and blocks read from files (for tests and tuning readCacheBytes). */
   hits = 0;
   misses = 0;
 
