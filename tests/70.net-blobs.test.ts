@@ -140,7 +140,7 @@ test("a client without cacheDir cannot read blobs; a blob put in the open transa
   await a.putBlob(key(1), streamOf(new Uint8Array(1000).fill(1)));
   await rejects(() => a.openBlob(key(1)), (e) => e instanceof StateError && e.code === "EBUSY", "openBlob of an uncommitted blob");
   await a.commit();
-  await rejects(() => a.openBlob(key(1)), (e) => e instanceof StateError && /cacheDir/.test((e as Error).message), "openBlob without cacheDir");
+  await rejects(() => a.openBlob(key(1)), (e) => e instanceof TypeError && /cacheDir/.test((e as Error).message), "openBlob without cacheDir");
 }));
 
 test("the cache: LRU eviction past the size limit, never a blob held open", () => withServer(async (h) => {

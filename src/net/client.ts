@@ -1182,7 +1182,8 @@ export class RemoteStore {
 
   async #cacheEntry(id: Uint8Array, stat: BlobStat) {
     const cache = this.#blobCache;
-    if (cache === undefined) throw new StateError("EBUSY", `openBlob: this client has no cacheDir: pass connect(url, { cacheDir }) to read blobs`);
+    // A call this client was not set up for, as a missing option of open() is: a TypeError, not a state of the store.
+    if (cache === undefined) throw new TypeError(`openBlob: this client has no cacheDir: pass connect(url, { cacheDir }) to read blobs`);
     const name = cacheBlobName(this.#hello!.storeId, idHex(id), stat.blobSerial);
     return await cache.acquire(name, stat.length, (file) => this.#download(id, stat, file));
   }
