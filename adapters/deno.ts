@@ -179,9 +179,7 @@ class DenoFile implements File {
 // ---------------------------------------------------------------------------
 // Sockets
 
-/** Bytes a connection's ReadableStream queues before it stops reading the socket (as in adapters/node.ts). */
-const SOCKET_READ_QUEUE_BYTES = 256 * 1024;
-/** Size of each read from the socket: a freshly allocated buffer per read, handed to the reader. */
+/** Size of each read from the socket for a default reader (a BYOB reader brings its own buffer). */
 const SOCKET_READ_CHUNK_BYTES = 64 * 1024;
 /** Unix socket permissions: owner only, so only the store's user can talk to its server. */
 const UNIX_SOCKET_MODE = 0o600;
@@ -208,32 +206,48 @@ function denoConnection(conn: Deno.Conn, remote: string): Connection {
     if (readEnded && writeEnded) closeConn();
   };
 
-  const readable = new ReadableStream<Uint8Array>({
-    async pull(controller) {
-      const buf = new Uint8Array(SOCKET_READ_CHUNK_BYTES);
+  // A byte stream: a BYOB reader (the channel's) has the socket read straight into its own buffer, which it can
+  // reuse; a default reader gets a fresh SOCKET_READ_CHUNK_BYTES buffer per read (autoAllocateChunkSize).
+  const readable = new ReadableStream({
+    type: "bytes",
+    autoAllocateChunkSize: SOCKET_READ_CHUNK_BYTES,
+    async pull(controller: ReadableByteStreamController) {
+      // With no queue (highWaterMark 0) pull runs only for a pending read, which always brings a request; a
+      // buffer of our own covers the case where it does not.
+      const request = controller.byobRequest;
+      const view = request?.view;
+      const target = view ? new Uint8Array(view.buffer, view.byteOffset, view.byteLength) : new Uint8Array(SOCKET_READ_CHUNK_BYTES);
       let n: number | null;
       try {
-        n = await conn.read(buf);
+        n = await conn.read(target);
       } catch (err) {
         readEnded = true;
         // Our own close() interrupts a pending read: that is an end, not an error.
-        if (closed) controller.close();
-        else controller.error(denoFsError(err, "read", remote));
+        if (closed) {
+          controller.close();
+          request?.respond(0);
+        } else {
+          controller.error(denoFsError(err, "read", remote));
+        }
         return;
       }
       if (n === null) {
         readEnded = true;
         controller.close();
+        request?.respond(0);
         closeIfBothEnded();
         return;
       }
-      controller.enqueue(buf.subarray(0, n));
+      if (request) request.respond(n);
+      else controller.enqueue(target.subarray(0, n));
     },
     cancel() {
       readEnded = true;
       closeConn();
     },
-  }, new ByteLengthQueuingStrategy({ highWaterMark: SOCKET_READ_QUEUE_BYTES }));
+    // highWaterMark 0: read the socket only when asked. The kernel's socket buffer is the queue, and a read
+    // ahead would need a buffer the reader did not give.
+  }, { highWaterMark: 0 });
 
   const writable = new WritableStream<Uint8Array>({
     async write(chunk) {
