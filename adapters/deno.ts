@@ -179,8 +179,15 @@ class DenoFile implements File {
 // ---------------------------------------------------------------------------
 // Sockets
 
-/** Size of each read from the socket for a default reader (a BYOB reader brings its own buffer). */
+/** Bytes a connection's ReadableStream queues before it stops reading the socket (as in adapters/node.ts). */
+const SOCKET_READ_QUEUE_BYTES = 256 * 1024;
+/** Size of each read from the socket: a buffer the reader gave back (recycle), or a fresh one. */
 const SOCKET_READ_CHUNK_BYTES = 64 * 1024;
+/**
+ * Read buffers kept for reuse per connection: the queue's worth
+ * (SOCKET_READ_QUEUE_BYTES / SOCKET_READ_CHUNK_BYTES) and one being read into.
+ */
+const SOCKET_READ_SPARE_MAX = SOCKET_READ_QUEUE_BYTES / SOCKET_READ_CHUNK_BYTES + 1;
 /** Unix socket permissions: owner only, so only the store's user can talk to its server. */
 const UNIX_SOCKET_MODE = 0o600;
 
@@ -206,48 +213,37 @@ function denoConnection(conn: Deno.Conn, remote: string): Connection {
     if (readEnded && writeEnded) closeConn();
   };
 
-  // A byte stream: a BYOB reader (the channel's) has the socket read straight into its own buffer, which it can
-  // reuse; a default reader gets a fresh SOCKET_READ_CHUNK_BYTES buffer per read (autoAllocateChunkSize).
-  const readable = new ReadableStream({
-    type: "bytes",
-    autoAllocateChunkSize: SOCKET_READ_CHUNK_BYTES,
-    async pull(controller: ReadableByteStreamController) {
-      // With no queue (highWaterMark 0) pull runs only for a pending read, which always brings a request; a
-      // buffer of our own covers the case where it does not.
-      const request = controller.byobRequest;
-      const view = request?.view;
-      const target = view ? new Uint8Array(view.buffer, view.byteOffset, view.byteLength) : new Uint8Array(SOCKET_READ_CHUNK_BYTES);
+  // Read buffers the reader gave back (recycle): a blob transfer reuses a few instead of allocating one per read.
+  const spareBuffers: ArrayBuffer[] = [];
+  const ownBuffers = new WeakSet<ArrayBufferLike>();
+  const readable = new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      const spare = spareBuffers.pop();
+      const buf = spare !== undefined ? new Uint8Array(spare) : new Uint8Array(SOCKET_READ_CHUNK_BYTES);
+      ownBuffers.add(buf.buffer);
       let n: number | null;
       try {
-        n = await conn.read(target);
+        n = await conn.read(buf);
       } catch (err) {
         readEnded = true;
         // Our own close() interrupts a pending read: that is an end, not an error.
-        if (closed) {
-          controller.close();
-          request?.respond(0);
-        } else {
-          controller.error(denoFsError(err, "read", remote));
-        }
+        if (closed) controller.close();
+        else controller.error(denoFsError(err, "read", remote));
         return;
       }
       if (n === null) {
         readEnded = true;
         controller.close();
-        request?.respond(0);
         closeIfBothEnded();
         return;
       }
-      if (request) request.respond(n);
-      else controller.enqueue(target.subarray(0, n));
+      controller.enqueue(buf.subarray(0, n));
     },
     cancel() {
       readEnded = true;
       closeConn();
     },
-    // highWaterMark 0: read the socket only when asked. The kernel's socket buffer is the queue, and a read
-    // ahead would need a buffer the reader did not give.
-  }, { highWaterMark: 0 });
+  }, new ByteLengthQueuingStrategy({ highWaterMark: SOCKET_READ_QUEUE_BYTES }));
 
   const writable = new WritableStream<Uint8Array>({
     async write(chunk) {
@@ -274,7 +270,10 @@ function denoConnection(conn: Deno.Conn, remote: string): Connection {
     },
   });
 
-  return { readable, writable, remote, close: closeConn };
+  const recycle = (chunk: Uint8Array) => {
+    if (ownBuffers.has(chunk.buffer) && spareBuffers.length < SOCKET_READ_SPARE_MAX) spareBuffers.push(chunk.buffer as ArrayBuffer);
+  };
+  return { readable, writable, remote, close: closeConn, recycle };
 }
 
 /**

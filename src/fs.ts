@@ -106,6 +106,13 @@ export interface Connection {
   readonly remote: string;
   /** Ends both directions at once; idempotent. */
   close(): void;
+  /**
+   * Optional: gives back a chunk `readable` produced once the reader keeps
+   * no reference into it, so the adapter may read the socket into its
+   * buffer again instead of allocating one per read (a 1 GiB blob is 16,384
+   * reads of 64 KiB). An adapter ignores chunks that are not its own.
+   */
+  recycle?(chunk: Uint8Array): void;
 }
 
 /** A listening socket. */

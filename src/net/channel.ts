@@ -33,8 +33,6 @@ const BATCH_MESSAGE_MAX = BATCH_BYTES / 4;
 const BATCH_POOL_MAX = 4;
 /** `whenDrained()` resolves once queued output falls to this many bytes. */
 export const OUTPUT_LOW_WATER_BYTES = 1024 * 1024;
-/** Bytes of each socket read on a byte stream (the Node adapter's stream picks its own). */
-const READ_BUFFER_BYTES = 64 * 1024;
 /** Queued output above which a sender should wait for `whenDrained()` (the server stops reading such a client). */
 export const OUTPUT_HIGH_WATER_BYTES = 8 * 1024 * 1024;
 
@@ -267,33 +265,13 @@ export class Channel {
   }
 
   async #readLoop(): Promise<void> {
-    // A byte stream (the Deno adapter's) is read into a buffer of ours, reused whenever nothing of the last read is
-    // kept: a 1 GiB blob then costs one read buffer, not 16,384 of them for the garbage collector to find.
-    let byob: ReadableStreamBYOBReader | undefined;
-    try {
-      byob = this.#conn.readable.getReader({ mode: "byob" });
-    } catch {
-      byob = undefined; // not a byte stream (the Node adapter's): chunks arrive in buffers of the stream's own
-    }
-    const reader = byob ?? this.#conn.readable.getReader();
-    // One read is always in flight while a chunk is handled (the next one goes into the spare buffer), so the
-    // socket is read while messages are processed, as a stream's own read-ahead would.
-    let spare: Uint8Array<ArrayBuffer> | undefined;
-    const nextRead = (): Promise<ReadableStreamReadResult<Uint8Array>> => {
-      if (byob === undefined) return (reader as ReadableStreamDefaultReader<Uint8Array>).read();
-      const buffer = spare ?? new Uint8Array(READ_BUFFER_BYTES);
-      spare = undefined;
-      return byob.read(buffer) as Promise<ReadableStreamReadResult<Uint8Array>>;
-    };
-    let pending = nextRead();
+    const reader = this.#conn.readable.getReader();
     try {
       for (;;) {
-        const { value, done } = await pending;
-        if (done || this.#closed || value === undefined) break;
-        pending = nextRead();
-        pending.catch(() => {}); // its failure is met when awaited; this keeps it from being unhandled meanwhile
+        const { value, done } = await reader.read();
+        if (done || this.#closed) break;
         const payloads = this.#frames.push(value);
-        // Payloads of whole frames are views into `value`; its buffer may be read into again only if each was consumed.
+        // Payloads of whole frames are views into `value`: its buffer goes back to the adapter only if each was consumed.
         let keptView = false;
         for (const payload of payloads) {
           const message = decodePayload(this.codec, payload);
@@ -304,8 +282,7 @@ export class Channel {
           if (this.#consumed) this.#frames.recycle(payload);
           else if (payload.buffer === value.buffer) keptView = true;
         }
-        // The read transferred our buffer into `value`; it becomes the spare unless a view into it is kept.
-        if (byob !== undefined && !keptView) spare = new Uint8Array(value.buffer as ArrayBuffer, 0, READ_BUFFER_BYTES);
+        if (!keptView) this.#conn.recycle?.(value);
       }
       if (this.#closed) return;
       if (!this.#frames.idle) throw protocolError(`connection ${this.remote} ended in the middle of a frame`);
