@@ -19,6 +19,8 @@ import {
   keyString, parseCall, UPLOAD_NAME_PATTERN, uploadName, writeChunkHeader, writeFrameHeader,
 } from "../src/net/protocol.ts";
 import { SerialTable } from "../src/net/serials.ts";
+import { Channel } from "../src/net/channel.ts";
+import type { Connection } from "../src/fs.ts";
 
 function frame(payload: Uint8Array): Uint8Array {
   const out = new Uint8Array(4 + payload.length);
@@ -271,6 +273,45 @@ test("SerialTable: the floor, commits, conflicts, reservations, and the reset th
   assert.is(t.floor, 12n);
   assert.equal(t.conflicts([["b", 10n]]), ["b"]);
   assert.equal(t.conflicts([["b", 12n], ["a", 12n]]), []);
+});
+
+test("Channel gives a read chunk back to the adapter (recycle) only when no message kept a view into it", async () => {
+  // Chunk 1: two small frames, the first consumed, the second kept (a view into the chunk).
+  // Chunk 2: one small frame, consumed. Chunk 3 and 4: a frame split across them (assembled in a buffer of its own).
+  const small = (n: number) => frame(encode([0, "ping", [n]]));
+  const big = frame(encode([0, "ping", [new Uint8Array(100)]]));
+  const chunks = [concat([small(1), small(2)]), small(3), big.subarray(0, 50), big.subarray(50)];
+  const recycled: Uint8Array[] = [];
+  let next = 0;
+  const conn: Connection = {
+    remote: "test",
+    readable: new ReadableStream<Uint8Array>({
+      pull(c) {
+        if (next < chunks.length) c.enqueue(chunks[next++]!);
+        else c.close();
+      },
+    }),
+    writable: new WritableStream<Uint8Array>(),
+    close() {},
+    recycle: (chunk) => void recycled.push(chunk),
+  };
+  const seen: number[] = [];
+  let done!: () => void;
+  const ended = new Promise<void>((resolve) => (done = resolve));
+  const channel: Channel = new Channel(conn, {
+    onMessage(message) {
+      const arg = (message as [number, string, unknown[]])[2][0];
+      seen.push(typeof arg === "number" ? arg : -1);
+      if (arg !== 2) channel.consumed(); // message 2 is kept
+    },
+    onReadEnd: () => done(),
+    onClose: () => done(),
+  });
+  channel.start();
+  await ended;
+  assert.equal(seen, [1, 2, 3, -1]);
+  assert.equal(recycled, [chunks[1], chunks[2], chunks[3]], "chunk 1 (a kept view) is not given back; the others are");
+  channel.close();
 });
 
 test.run();
