@@ -323,7 +323,10 @@ export function blobFilesOf(store: Store): BlobFiles {
  * StorageError for a write that failed (ENOSPC...); the source's own error
  * when the source fails; StateError EBUSY when the transaction ended while
  * streaming, ECLOSED when the store was closed. In every case no file is
- * left and the transaction is as it was.
+ * left. The transaction is as it was, except after a StorageError while
+ * appending the BLOB record: like any failed write, that rolls the whole
+ * transaction back (its message says so), since a half-written record must
+ * never reach a commit.
  *
  * @example
  * await putBlob(store, id, readable); store.commit();

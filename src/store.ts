@@ -1405,11 +1405,13 @@ export class Store {
    * hash and the serial once the bytes are durable in the temp file and the
    * BLOB record is appended; `commit()` renames the file into place.
    *
-   * Errors (nothing is left behind, the transaction is as before): TypeError
-   * (an id that is not 32 bytes, a bad source or chunk), NotFoundError (no
-   * such source file), StorageError (ENOSPC, EIO...), the source's own error,
-   * StateError EBUSY (the transaction ended while streaming: await putBlob
-   * before commit) or ECLOSED / EREADONLY / EFAILED.
+   * Errors (no temp file is left behind, and the transaction is as before
+   * unless the BLOB record's own write failed, which rolls it back like any
+   * failed write): TypeError (an id that is not 32 bytes, a bad source or
+   * chunk), NotFoundError (no such source file), StorageError (ENOSPC,
+   * EIO...), the source's own error, StateError EBUSY (the transaction ended
+   * while streaming: await putBlob before commit) or ECLOSED / EREADONLY /
+   * EFAILED.
    *
    * @example
    * await store.putBlob(id, file.readable);                 // a stream
