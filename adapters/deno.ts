@@ -219,8 +219,12 @@ function denoConnection(conn: Deno.Conn, remote: string): Connection {
   const readable = new ReadableStream<Uint8Array>({
     async pull(controller) {
       const spare = spareBuffers.pop();
-      const buf = spare !== undefined ? new Uint8Array(spare) : new Uint8Array(SOCKET_READ_CHUNK_BYTES);
-      ownBuffers.add(buf.buffer);
+      let buf: Uint8Array;
+      if (spare !== undefined) buf = new Uint8Array(spare);
+      else {
+        buf = new Uint8Array(SOCKET_READ_CHUNK_BYTES);
+        ownBuffers.add(buf.buffer);
+      }
       let n: number | null;
       try {
         n = await conn.read(buf);

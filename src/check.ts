@@ -1270,10 +1270,6 @@ function checkOptionsParse(options: unknown, names: string[], what: string): { r
   return { repair: o.repair ?? false, onProgress: o.onProgress };
 }
 
-async function blake3Hasher(): Promise<IHasher> {
-  return await createBlake3();
-}
-
 function liveTarget(store: Store): CheckTarget {
   const { index, segments } = store.internals();
   return {
@@ -1299,7 +1295,7 @@ export async function checkStore(store: Store, options: CheckOptions = {}): Prom
   if (repair && store.readOnly) {
     throw new StateError("EREADONLY", `store ${store.path}: check with repair needs the store open for writing (exclusive lock); it is open read-only`, { store: store.path });
   }
-  const hasher = await blake3Hasher();
+  const hasher = await createBlake3();
   if (store.inTransaction) {
     throw new StateError("EBUSY", `store ${store.path}: check needs no open transaction; commit or roll back first`, { store: store.path });
   }
@@ -1350,7 +1346,7 @@ export async function checkPath(path: string, options: CheckPathOptions): Promis
 async function checkPathOffline(
   path: string, fs: FileSystem, repair: boolean, onProgress: CheckOptions["onProgress"], lockTimeout: number, openError: IntegrityError,
 ): Promise<CheckReport> {
-  const hasher = await blake3Hasher();
+  const hasher = await createBlake3();
   const paths = new StorePaths(path, checkReadConfig(fs, path).segmentsPerDir);
   const target: CheckTarget = { fs, paths, root: path };
   let report: CheckReport;

@@ -807,9 +807,9 @@ export class Store {
    */
   private committedEnd(segment: number): number {
     const writer = this.writer;
-    if (writer === undefined) return this.segStats.get(segment)?.size ?? 0;
-    if (segment === writer.committedSegment) return writer.committedSize;
-    if (segment > writer.committedSegment) return 0;
+    if (writer !== undefined && segment >= writer.committedSegment) {
+      return segment === writer.committedSegment ? writer.committedSize : 0;
+    }
     return this.segStats.get(segment)?.size ?? 0;
   }
 

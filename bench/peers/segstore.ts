@@ -6,6 +6,8 @@
  * `commit()` returns. `indexStats` reads `stats().indexBytes` (and the key
  * count) for W5's bytes per key.
  */
+import type { PeerModule, PeerStore } from "../harness.ts";
+
 /**
  * The store as its users load it: under Node the package's own entry (the
  * bundle in dist/pkg that package.json "exports" names), under Deno mod.ts.
@@ -17,7 +19,6 @@ async function loadOpen(): Promise<(dir: string, options: { create: boolean }) =
   if ("Deno" in globalThis) return (await import("../../mod.ts")).open;
   return ((await import(NODE_ENTRY)) as { open: (dir: string, options: { create: boolean }) => unknown }).open;
 }
-import type { PeerModule, PeerStore } from "../harness.ts";
 
 /** The slice of segstore's Store used here. */
 interface StoreLike {
