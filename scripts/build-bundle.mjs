@@ -8,7 +8,7 @@
 // get), and every CLI command pays it. One bundle per entry point, with
 // shared code in common chunks (so `segstore` and `segstore/adapters/faulty`
 // share one FsError class, and instanceof works across them) and the
-// modules loaded on first use (check, the server and client, hash-wasm) in
+// modules loaded on first use (check, the server and client) in
 // chunks of their own, loads in about half the time.
 //
 // tsc's output stays in dist/ for the .d.ts types and the tests; the
@@ -32,7 +32,7 @@ const result = await build({
   format: "esm",
   platform: "node",
   target: "node20",
-  // Packages' ES module builds first (hash-wasm's "main" is a UMD file whose exports esbuild cannot name).
+  // Packages' ES module builds first, where a package has one (a UMD "main" has exports esbuild cannot name).
   mainFields: ["module", "main"],
   // A native addon: loaded at run time with require, from node_modules.
   external: ["fs-ext"],

@@ -23,7 +23,7 @@
  *   default reader gets fresh BLOB_READ_CHUNK_SIZE buffers (the stream
  *   allocates them), which the garbage collector reclaims in its own time.
  *   Nothing is read ahead of a pending read (high water mark 0).
- * - The hash is BLAKE3-256 (hash-wasm, `contentid.ts`), computed while the
+ * - The hash is BLAKE3-256 (`blake3.ts`, via `contentid.ts`), computed while the
  *   bytes stream past, one hasher per putBlob and per openBlob.
  * - A blob is written to `blobs/<xx>/<id-hex>.<nonce>.tmp` (same directory
  *   as its final name, so the rename needs one directory sync), fdatasync'ed,
@@ -72,7 +72,7 @@
  *   chunk: a reader that sees the end of the stream has seen verified
  *   bytes; a mismatch errors the stream with IntegrityError naming the file.
  */
-import type { IHasher } from "hash-wasm";
+import type { Blake3 } from "./blake3.ts";
 import { contentHasherDigest, createContentHasher } from "./contentid.ts";
 import type { File, FileSystem } from "./fs.ts";
 import { FsError, isFsError } from "./fs.ts";
@@ -437,7 +437,7 @@ function sourceKind(source: unknown): "stream" | "iterable" | "path" {
 async function putBlobStageStream(
   store: Store, source: ReadableStream<Uint8Array> | AsyncIterable<Uint8Array>, temp: string, check: () => void,
 ): Promise<{ length: number; hash: Uint8Array }> {
-  const hasher = await createContentHasher();
+  const hasher = createContentHasher();
   const writer = new BlobTempWriter(store, temp);
   let stopSource: (reason: unknown) => void = () => {};
   try {
@@ -545,7 +545,7 @@ function putBlobCheckMoveSource(store: Store, from: string): void {
 
 /** The length and BLAKE3 of a file, read in chunks. */
 async function hashFile(store: Store, path: string, check: () => void): Promise<{ length: number; hash: Uint8Array }> {
-  const hasher = await createContentHasher();
+  const hasher = createContentHasher();
   const file = openSource(store, path);
   try {
     const length = await readChunks(store, file, check, (chunk) => hasher.update(chunk));
@@ -557,7 +557,7 @@ async function hashFile(store: Store, path: string, check: () => void): Promise<
 
 /** Copies `from` into a new temp file, hashing; removes the temp file on error. */
 async function copyFile(store: Store, from: string, temp: string, check: () => void): Promise<{ length: number; hash: Uint8Array }> {
-  const hasher = await createContentHasher();
+  const hasher = createContentHasher();
   const src = openSource(store, from);
   const writer = new BlobTempWriter(store, temp);
   try {
@@ -738,7 +738,7 @@ export function openBlob(store: Store, id: Uint8Array, options: OpenBlobOptions 
 }
 
 function openBlobStream(store: Store, file: File, path: string, total: number, hash: Uint8Array | undefined): ReadableStream<Uint8Array> {
-  let hasher: IHasher | undefined;
+  let hasher: Blake3 | undefined;
   let position = 0;
   let closed = false;
   const closeFile = (): void => {
@@ -752,7 +752,7 @@ function openBlobStream(store: Store, file: File, path: string, total: number, h
     type: "bytes",
     autoAllocateChunkSize: BLOB_READ_CHUNK_SIZE,
     async start() {
-      if (hash !== undefined) hasher = await createContentHasher();
+      if (hash !== undefined) hasher = createContentHasher();
     },
     pull(controller) {
       const request = controller.byobRequest!;

@@ -96,8 +96,8 @@
  * still names its id, which is then listed as lost unless a later record of
  * that id superseded it.
  */
-import type { IHasher } from "hash-wasm";
-import { createBlake3 } from "./contentid.ts";
+import type { Blake3 } from "./blake3.ts";
+import { createContentHasher } from "./contentid.ts";
 import type { File, FileSystem } from "./fs.ts";
 import { isFsError } from "./fs.ts";
 import {
@@ -512,7 +512,7 @@ class StoreCheck {
 
   constructor(
     private readonly target: CheckTarget,
-    private readonly hasher: IHasher,
+    private readonly hasher: Blake3,
     private readonly onProgress: ((done: number, total: number) => void) | undefined,
   ) {
     this.full = new LogReplay(new KeyIndex(WasmCore.create()));
@@ -1009,7 +1009,7 @@ class StoreCheck {
       } finally {
         file.close();
       }
-      const digest = this.hasher.digest("binary");
+      const digest = this.hasher.digest();
       if (!digest.every((x, i) => x === b.hash[i])) lost("blob-hash", `blob ${id}: its file ${path} does not match its BLAKE3 hash (the file is damaged)`);
     }
   }
@@ -1247,7 +1247,7 @@ function recordCommit(txid: bigint): Uint8Array {
 }
 
 /** Checks the repaired store again: `repaired` only when it passes; anything still wrong joins the problems. */
-function repairVerify(store: Store, report: CheckReport, hasher: IHasher, onProgress: CheckOptions["onProgress"]): CheckReport {
+function repairVerify(store: Store, report: CheckReport, hasher: Blake3, onProgress: CheckOptions["onProgress"]): CheckReport {
   const again = new StoreCheck(liveTarget(store), hasher, onProgress);
   again.run();
   const second = again.report();
@@ -1295,7 +1295,7 @@ export async function checkStore(store: Store, options: CheckOptions = {}): Prom
   if (repair && store.readOnly) {
     throw new StateError("EREADONLY", `store ${store.path}: check with repair needs the store open for writing (exclusive lock); it is open read-only`, { store: store.path });
   }
-  const hasher = await createBlake3();
+  const hasher = createContentHasher();
   if (store.inTransaction) {
     throw new StateError("EBUSY", `store ${store.path}: check needs no open transaction; commit or roll back first`, { store: store.path });
   }
@@ -1346,7 +1346,7 @@ export async function checkPath(path: string, options: CheckPathOptions): Promis
 async function checkPathOffline(
   path: string, fs: FileSystem, repair: boolean, onProgress: CheckOptions["onProgress"], lockTimeout: number, openError: IntegrityError,
 ): Promise<CheckReport> {
-  const hasher = await createBlake3();
+  const hasher = createContentHasher();
   const paths = new StorePaths(path, checkReadConfig(fs, path).segmentsPerDir);
   const target: CheckTarget = { fs, paths, root: path };
   let report: CheckReport;

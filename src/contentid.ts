@@ -4,39 +4,26 @@
  * and runtime). The same hash blobs carry in their BLOB record, so a blob
  * stored under `await contentId(stream)` is stored under its own hash.
  *
- * hash-wasm's BLAKE3 is WebAssembly, created asynchronously; one hasher per
- * call, so concurrent calls never share state. hash-wasm is imported on
- * first use: its module holds every algorithm it offers (270 KB of
- * JavaScript, 40 ms of a Node start on a slow machine), and a process that
- * opens a store to read values never hashes.
+ * The hasher is ours (src/blake3.ts, SIMD WebAssembly); each call takes its
+ * own, so concurrent calls never share state.
  */
-import type { IHasher } from "hash-wasm";
+import { Blake3 } from "./blake3.ts";
 import { BLOB_HASH_SIZE } from "./format.ts";
 
-let hashWasm: Promise<typeof import("hash-wasm")> | undefined;
+/** A fresh BLAKE3-256 hasher, ready for `update`; `release()` it when done (it goes back to a pool). */
+export function createContentHasher(): Blake3 {
+  return Blake3.create();
+}
 
-/** A fresh BLAKE3-256 hasher, initialised (hash-wasm's `createBLAKE3`, loaded on first call). */
-export async function createBlake3(): Promise<IHasher> {
-  hashWasm ??= import("hash-wasm");
-  return await (await hashWasm).createBLAKE3(BLOB_HASH_SIZE * 8);
+/** The 32-byte digest of a hasher, checked. */
+export function contentHasherDigest(hasher: Blake3): Uint8Array {
+  const digest = hasher.digest();
+  if (digest.length !== BLOB_HASH_SIZE) throw new Error(`segstore internal assertion: BLAKE3 digest of ${digest.length} bytes`);
+  return digest;
 }
 
 /** What `contentId` takes: bytes in memory, or a stream of chunks read one at a time. */
 export type ContentSource = Uint8Array | ReadableStream<Uint8Array> | AsyncIterable<Uint8Array>;
-
-/** A fresh BLAKE3-256 hasher, ready for `update`. */
-export async function createContentHasher(): Promise<IHasher> {
-  const hasher = await createBlake3();
-  hasher.init();
-  return hasher;
-}
-
-/** The 32-byte digest of a hasher, checked. */
-export function contentHasherDigest(hasher: IHasher): Uint8Array {
-  const digest = hasher.digest("binary");
-  if (digest.length !== BLOB_HASH_SIZE) throw new Error(`segstore internal assertion: BLAKE3 digest of ${digest.length} bytes`);
-  return digest;
-}
 
 /**
  * The BLAKE3-256 id (32 bytes) of `source`: a Uint8Array, or a
@@ -50,7 +37,15 @@ export function contentHasherDigest(hasher: IHasher): Uint8Array {
  * const blobId = await contentId(someReadableStream); // then putBlob with a second stream of the same bytes
  */
 export async function contentId(source: ContentSource): Promise<Uint8Array> {
-  const hasher = await createContentHasher();
+  const hasher = createContentHasher();
+  try {
+    return await contentIdWith(hasher, source);
+  } finally {
+    hasher.release();
+  }
+}
+
+async function contentIdWith(hasher: Blake3, source: ContentSource): Promise<Uint8Array> {
   if (source instanceof Uint8Array) {
     hasher.update(source);
     return contentHasherDigest(hasher);

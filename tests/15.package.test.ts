@@ -6,7 +6,7 @@
  * use. Checks the bundle exports what mod.ts does, that the entry points
  * share one copy of each class (an FsError thrown by the faulty adapter is
  * the FsError the engine checks for), and that the modules loaded on first
- * use (hash-wasm, check) load from it.
+ * use (check) load from it.
  */
 import { test } from "uvu";
 import * as assert from "uvu/assert";

@@ -13,7 +13,7 @@ import { withStore } from "./store-open.ts";
 
 /**
  * The BLAKE3 content id of some bytes, from src/contentid.ts. Imported on
- * first use so commands that never hash do not load hash-wasm.
+ * first use so commands that never hash do not load the hasher.
  *
  * @example
  * const id = await contentIdOf(new TextEncoder().encode("hello"));

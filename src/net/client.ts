@@ -1194,7 +1194,7 @@ export class RemoteStore {
    * length and BLAKE3 against what blobStat said.
    */
   async #download(id: Uint8Array, stat: BlobStat, file: File): Promise<void> {
-    const hasher = await createContentHasher();
+    const hasher = createContentHasher();
     let pos = 0;
     let failure: Error | undefined;
     await this.#call("blobDownload", [id, stat.blobSerial], (name, args) => {
