@@ -98,6 +98,8 @@ const DENO_OPEN_OPTIONS: Record<OpenMode, Deno.OpenOptions> = {
 class DenoFile implements File {
   #file: Deno.FsFile;
   #closed = false;
+  /** A writeAsync is running on Deno's blocking threads; the file must stay open and unmoved under it. */
+  #writing = false;
 
   constructor(readonly path: string, file: Deno.FsFile) {
     this.#file = file;
@@ -135,6 +137,29 @@ class DenoFile implements File {
     }
   }
 
+  async writeAsync(buf: Uint8Array, position: number): Promise<void> {
+    if (!(Number.isSafeInteger(position) && position >= 0)) assert(false, `write position ${position} of ${this.path}`);
+    assert(!this.#writing, `one writeAsync at a time on ${this.path}`);
+    const file = this.#open("write");
+    denoCall("seek", this.path, () => file.seekSync(position, Deno.SeekMode.Start));
+    this.#writing = true;
+    try {
+      let done = 0;
+      while (done < buf.length) {
+        let n: number;
+        try {
+          n = await file.write(buf.subarray(done));
+        } catch (err) {
+          throw denoFsError(err, "write", this.path);
+        }
+        if (!(n > 0)) assert(false, `write of ${this.path} made progress`);
+        done += n;
+      }
+    } finally {
+      this.#writing = false;
+    }
+  }
+
   size(): number {
     const file = this.#open("fstat");
     return denoCall("fstat", this.path, () => file.statSync().size);
@@ -158,6 +183,7 @@ class DenoFile implements File {
 
   close(): void {
     if (this.#closed) return;
+    assert(!this.#writing, `close of ${this.path} with a writeAsync in flight`);
     this.#closed = true;
     denoCall("close", this.path, () => this.#file.close());
   }

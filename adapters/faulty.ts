@@ -405,6 +405,16 @@ class FaultyFile implements File {
     if (fault !== undefined) throw fault.error;
   }
 
+  /** `write`, done at once: the simulated disk has no threads, and a crash point is the same either way. */
+  writeAsync(buf: Uint8Array, position: number): Promise<void> {
+    try {
+      this.write(buf, position);
+      return Promise.resolve();
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
   size(): number {
     this.fs.operation("size", this.path);
     this.#check("fstat");

@@ -12,7 +12,7 @@
  */
 import {
   closeSync, chmodSync, fdatasyncSync, fstatSync, fsyncSync, ftruncateSync, lstatSync, mkdirSync, openSync,
-  readdirSync, readSync, renameSync, rmdirSync, statSync, unlinkSync, writeSync,
+  readdirSync, readSync, renameSync, rmdirSync, statSync, unlinkSync, write as fsWrite, writeSync,
 } from "node:fs";
 import { createRequire } from "node:module";
 import * as net from "node:net";
@@ -76,6 +76,8 @@ const NODE_OPEN_FLAGS: Record<OpenMode, string> = { "r": "r", "r+": "r+", "w+": 
 class NodeFile implements File {
   #fd: number;
   #closed = false;
+  /** A writeAsync is running in the libuv pool: closing the fd under it could let a reused fd number take its bytes. */
+  #writing = false;
 
   constructor(readonly path: string, fd: number) {
     this.#fd = fd;
@@ -118,6 +120,35 @@ class NodeFile implements File {
     }
   }
 
+  // async: a closed file or a bad position rejects, as every other failure does, instead of throwing at the call.
+  async writeAsync(buf: Uint8Array, position: number): Promise<void> {
+    if (!(Number.isSafeInteger(position) && position >= 0)) assert(false, `write position ${position} of ${this.path}`);
+    assert(!this.#writing, `one writeAsync at a time on ${this.path}`);
+    const fd = this.#open("write");
+    this.#writing = true;
+    await new Promise<void>((resolve, reject) => {
+      let done = 0;
+      const step = (): void => {
+        fsWrite(fd, buf, done, buf.length - done, position + done, (err, n) => {
+          if (err === null && !(n > 0)) assert(false, `write of ${this.path} made progress`);
+          if (err !== null) {
+            this.#writing = false;
+            reject(nodeFsError(err, "write", this.path));
+            return;
+          }
+          done += n;
+          if (done < buf.length) {
+            step();
+            return;
+          }
+          this.#writing = false;
+          resolve();
+        });
+      };
+      step();
+    });
+  }
+
   size(): number {
     const fd = this.#open("fstat");
     return nodeCall("fstat", this.path, () => fstatSync(fd).size);
@@ -141,6 +172,7 @@ class NodeFile implements File {
 
   close(): void {
     if (this.#closed) return;
+    assert(!this.#writing, `close of ${this.path} with a writeAsync in flight`);
     this.#closed = true;
     nodeCall("close", this.path, () => closeSync(this.#fd));
   }

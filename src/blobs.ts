@@ -12,11 +12,14 @@
  * ## Choices
  *
  * - The engine is synchronous; blobs are async only at the edges. A chunk
- *   of the source is written with one synchronous `File.write` at the
- *   running offset (small chunks are gathered into BLOB_WRITE_BUFFER_SIZE
- *   first), so the next chunk is asked for only once the last one is in the
- *   page cache: a ReadableStream is read with a reader, one chunk at a time
- *   (backpressure). Reading is a byte stream (`type: "bytes"`) whose `pull`
+ *   of the source is written with `File.writeAsync` at the running offset
+ *   (small chunks are gathered into BLOB_WRITE_BUFFER_SIZE first, in two
+ *   buffers that take turns), and hashed while the kernel copies it: the
+ *   write runs on the runtime's I/O threads, the hash on ours, so a blob
+ *   is written in about the time of the slower of the two, not their sum.
+ *   The next chunk is asked for only once the last one is in the page cache
+ *   (a source may reuse its buffer): a ReadableStream is read with a
+ *   reader, one chunk at a time (backpressure). Reading is a byte stream (`type: "bytes"`) whose `pull`
  *   does one synchronous `File.read` straight into the reader's buffer: a
  *   BYOB reader (`getReader({ mode: "byob" })`) gets its own buffer back,
  *   filled, so a 4 GiB read allocates nothing and memory stays flat; a
@@ -441,13 +444,12 @@ async function putBlobStageStream(
   const writer = new BlobTempWriter(store, temp);
   let stopSource: (reason: unknown) => void = () => {};
   try {
-    const take = (chunk: unknown): void => {
+    const take = async (chunk: unknown): Promise<void> => {
       if (!(chunk instanceof Uint8Array)) {
         throw new TypeError(`putBlob: stream chunks must be Uint8Array, got ${chunk === null ? "null" : typeof chunk}`);
       }
       check();
-      hasher.update(chunk);
-      writer.push(chunk);
+      await writer.push(chunk, () => hasher.update(chunk));
     };
     if (typeof (source as ReadableStream<Uint8Array>).getReader === "function") {
       const reader = (source as ReadableStream<Uint8Array>).getReader();
@@ -457,7 +459,7 @@ async function putBlobStageStream(
       for (;;) {
         const { done, value } = await reader.read();
         if (done) break;
-        take(value);
+        await take(value);
       }
       reader.releaseLock();
     } else {
@@ -468,16 +470,16 @@ async function putBlobStageStream(
       for (;;) {
         const { done, value } = await it.next();
         if (done) break;
-        take(value);
+        await take(value);
       }
     }
     check();
-    const length = writer.finish();
+    const length = await writer.finish();
     return { length, hash: contentHasherDigest(hasher) };
   } catch (e) {
     // The source's error is passed on as is; ours cancel the source so its producer stops.
     stopSource(e);
-    writer.abort();
+    await writer.abort();
     throw e;
   }
 }
@@ -548,7 +550,7 @@ async function hashFile(store: Store, path: string, check: () => void): Promise<
   const hasher = createContentHasher();
   const file = openSource(store, path);
   try {
-    const length = await readChunks(store, file, check, (chunk) => hasher.update(chunk));
+    const length = await readChunks(store, file, check, (chunk) => void hasher.update(chunk));
     return { length, hash: contentHasherDigest(hasher) };
   } finally {
     file.close();
@@ -561,14 +563,11 @@ async function copyFile(store: Store, from: string, temp: string, check: () => v
   const src = openSource(store, from);
   const writer = new BlobTempWriter(store, temp);
   try {
-    await readChunks(store, src, check, (chunk) => {
-      hasher.update(chunk);
-      writer.push(chunk);
-    });
-    const length = writer.finish();
+    await readChunks(store, src, check, (chunk) => writer.push(chunk, () => hasher.update(chunk)));
+    const length = await writer.finish();
     return { length, hash: contentHasherDigest(hasher) };
   } catch (e) {
-    writer.abort();
+    await writer.abort();
     throw e;
   } finally {
     src.close();
@@ -584,8 +583,8 @@ function openSource(store: Store, path: string): File {
   }
 }
 
-/** Reads `file` to its end in chunks (the buffer is reused: `each` must not keep it); returns the byte count. */
-async function readChunks(store: Store, file: File, check: () => void, each: (chunk: Uint8Array) => void): Promise<number> {
+/** Reads `file` to its end in chunks (the buffer is reused once `each` returns or settles: it must not keep it); returns the byte count. */
+async function readChunks(store: Store, file: File, check: () => void, each: (chunk: Uint8Array) => void | Promise<void>): Promise<number> {
   const buf = new Uint8Array(BLOB_COPY_CHUNK_SIZE);
   let position = 0;
   let sinceYield = 0;
@@ -598,7 +597,8 @@ async function readChunks(store: Store, file: File, check: () => void, each: (ch
     }
     if (n === 0) return position;
     check();
-    each(buf.subarray(0, n));
+    const pending = each(buf.subarray(0, n));
+    if (pending !== undefined) await pending;
     position += n;
     sinceYield += n;
     if (sinceYield >= BLOB_YIELD_BYTES) {
@@ -609,14 +609,25 @@ async function readChunks(store: Store, file: File, check: () => void, each: (ch
 }
 
 /**
- * Writes a blob's temp file: chunks at the running offset, small ones
- * gathered first; `finish` fdatasyncs and closes; `abort` closes and unlinks.
+ * Writes a blob's temp file: chunks at the running offset with
+ * `File.writeAsync`, hashed (`alongside`) while the kernel copies them.
+ * A chunk of at least BLOB_WRITE_BUFFER_SIZE is written as it is and
+ * awaited before push returns (its owner may reuse it then); smaller ones
+ * are gathered into one of two buffers, and a full buffer is written while
+ * the other fills. At most one write is in flight (the File contract).
+ * `finish` fdatasyncs and closes; `abort` closes and unlinks.
  */
 class BlobTempWriter {
   private readonly file: File;
+  /** Bytes handed to writes so far, the one in flight included. */
   private offset = 0;
+  /** The buffer being filled, and the other one (possibly being written). */
   private buffer: Uint8Array | undefined;
+  private spare: Uint8Array | undefined;
   private fill = 0;
+  /** The write in flight; it never rejects (a failure is kept in `failure`, so no rejection goes unhandled). */
+  private inFlight: Promise<void> | undefined;
+  private failure: unknown;
   private done = false;
 
   constructor(private readonly store: Store, readonly path: string) {
@@ -627,45 +638,69 @@ class BlobTempWriter {
     }
   }
 
-  push(chunk: Uint8Array): void {
+  /** Writes `chunk` after everything before it, running `alongside` (the hash) while the write runs. */
+  async push(chunk: Uint8Array, alongside: () => void): Promise<void> {
     assert(!this.done, "push after finish or abort");
     if (this.offset + this.fill + chunk.length > BLOB_LENGTH_MAX) {
       throw new RangeError(`putBlob: blob ${this.path} would pass ${BLOB_LENGTH_MAX} bytes`);
     }
     if (this.fill === 0 && chunk.length >= BLOB_WRITE_BUFFER_SIZE) {
-      this.writeOut(chunk);
+      await this.settle();
+      this.start(chunk);
+      try {
+        alongside();
+      } finally {
+        await this.settle(); // the chunk is its owner's again only once written
+      }
       return;
     }
-    this.buffer ??= new Uint8Array(BLOB_WRITE_BUFFER_SIZE);
+    alongside();
     let at = 0;
     while (at < chunk.length) {
+      this.buffer ??= new Uint8Array(BLOB_WRITE_BUFFER_SIZE);
       const n = Math.min(BLOB_WRITE_BUFFER_SIZE - this.fill, chunk.length - at);
       this.buffer.set(chunk.subarray(at, at + n), this.fill);
       this.fill += n;
       at += n;
-      if (this.fill === BLOB_WRITE_BUFFER_SIZE) this.flush();
+      if (this.fill === BLOB_WRITE_BUFFER_SIZE) await this.flush();
     }
   }
 
-  private flush(): void {
+  /** Starts writing the filled part of the buffer, and takes the other buffer to fill. */
+  private async flush(): Promise<void> {
     if (this.fill === 0) return;
-    const bytes = this.buffer!.subarray(0, this.fill);
+    await this.settle(); // the spare may be the one in flight
+    const full = this.buffer!;
+    const bytes = full.subarray(0, this.fill);
     this.fill = 0;
-    this.writeOut(bytes);
+    this.buffer = this.spare;
+    this.spare = full;
+    this.start(bytes);
   }
 
-  private writeOut(bytes: Uint8Array): void {
-    try {
-      this.file.write(bytes, this.offset);
-    } catch (e) {
-      throw storageError(e, this.store.path, this.path, "putBlob: write", this.offset);
-    }
+  private start(bytes: Uint8Array): void {
+    assert(this.inFlight === undefined, "one write in flight at a time");
+    const at = this.offset;
     this.offset += bytes.length;
+    this.inFlight = this.file.writeAsync(bytes, at).then(undefined, (e) => {
+      this.failure ??= storageError(e, this.store.path, this.path, "putBlob: write", at);
+    });
   }
 
-  /** Flushes, fdatasyncs and closes; returns the length. */
-  finish(): number {
-    this.flush();
+  /** Waits for the write in flight; throws its failure, or an earlier one. */
+  private async settle(): Promise<void> {
+    const pending = this.inFlight;
+    if (pending !== undefined) {
+      await pending;
+      this.inFlight = undefined;
+    }
+    if (this.failure !== undefined) throw this.failure;
+  }
+
+  /** Writes what is gathered, fdatasyncs and closes; returns the length. */
+  async finish(): Promise<number> {
+    await this.flush();
+    await this.settle();
     try {
       this.file.datasync();
     } catch (e) {
@@ -677,9 +712,11 @@ class BlobTempWriter {
     return this.offset;
   }
 
-  /** Closes and removes the temp file (after any failure). */
-  abort(): void {
+  /** Closes and removes the temp file (after any failure), once no write is in flight. */
+  async abort(): Promise<void> {
     this.done = true;
+    await this.inFlight;
+    this.inFlight = undefined;
     this.file.close();
     unlinkQuiet(this.store.fs, this.path);
   }

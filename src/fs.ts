@@ -17,6 +17,12 @@
  * - `File.write(buf, position)` writes all of `buf` at `position` or throws.
  *   A failed write may have written a prefix: the engine treats the file's
  *   tail past its last known-good length as unknown after any failure.
+ * - `File.writeAsync(buf, position)` is `write` done off the calling thread
+ *   where the runtime can (Node's libuv pool, Deno's blocking-task threads),
+ *   so the caller can hash while the kernel copies. It settles as `write`
+ *   returns or throws. Until it settles, `buf` must not change and no other
+ *   call may be made on the file (adapters assert that `close` is not): the
+ *   engine keeps at most one in flight per file and always awaits it.
  * - `File.datasync()` makes the file's contents durable (fdatasync);
  *   `File.sync()` also its metadata (fsync). Neither makes the file's NAME
  *   durable: a create, rename or unlink is durable only after `syncDir` of
@@ -82,6 +88,8 @@ export interface File {
   read(buf: Uint8Array, position: number): number;
   /** Writes all of `buf` at `position`, or throws. */
   write(buf: Uint8Array, position: number): void;
+  /** `write` off the calling thread where the runtime can; see the contract above for what may happen meanwhile. */
+  writeAsync(buf: Uint8Array, position: number): Promise<void>;
   /** The file's current size in bytes. */
   size(): number;
   /** Sets the size; bytes past `length` are gone. */

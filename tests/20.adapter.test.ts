@@ -120,6 +120,29 @@ function contractTests(contract: Test<{ c: AdapterCase }>): void {
     f.close();
   });
 
+  contract("writeAsync() writes like write(): at an offset, extending, a gap of zeros; a closed or read-only file rejects", async ({ c: { fs, root } }) => {
+    const f = fs.open(`${root}/wa`, "w+");
+    const big = patternBytes(3 << 20, 7);
+    await f.writeAsync(big, 0);
+    await f.writeAsync(enc.encode("XY"), 2);
+    await f.writeAsync(enc.encode("Z"), big.length + 4);
+    assert.is(f.size(), big.length + 5);
+    const back = new Uint8Array(big.length + 5);
+    assert.is(f.read(back, 0), back.length);
+    const want = new Uint8Array(big.length + 5);
+    want.set(big);
+    want.set(enc.encode("XY"), 2);
+    want.set(enc.encode("Z"), big.length + 4);
+    assert.ok(bytesEqual(back, want), "the bytes read back are those written");
+    f.close();
+    const closed = await f.writeAsync(enc.encode("x"), 0).then(() => undefined, (e) => e);
+    assert.ok(closed instanceof FsError && closed.code === "EBADF", `writeAsync after close rejects with EBADF, got ${closed}`);
+    const r = fs.open(`${root}/wa`, "r");
+    const readOnly = await r.writeAsync(enc.encode("x"), 0).then(() => undefined, (e) => e);
+    assert.ok(readOnly instanceof FsError && readOnly.code === "EBADF", `writeAsync on a read-only file rejects with EBADF, got ${readOnly}`);
+    r.close();
+  });
+
   contract("truncate() shrinks and extends with zeros; size() follows", ({ c: { fs, root } }) => {
     const f = fs.open(`${root}/t`, "w+");
     f.write(enc.encode("hello world"), 0);
@@ -443,6 +466,16 @@ faults("fail the nth write with EIO: that write has no effect, the next succeeds
   assert.is(dec.decode(fs.readFile("/s/w")), "ac");
   assert.is(fault.fired, 1);
   assert.is(fault.matched, 3);
+});
+
+faults("writeAsync meets the same faults as write: ENOSPC after a prefix rejects", async () => {
+  const fs = newFaulty();
+  fs.addFault({ action: "ENOSPC", ops: ["write"], nth: 1, prefix: 2 });
+  const f = fs.open("/s/wa", "w+");
+  const e = await f.writeAsync(enc.encode("abcdef"), 0).then(() => undefined, (err) => err);
+  assert.ok(e instanceof FsError && e.code === "ENOSPC", `rejects with ENOSPC, got ${e}`);
+  assert.is(f.size(), 2, "the prefix landed");
+  f.close();
 });
 
 faults("fail with ENOSPC after writing a prefix", () => {

@@ -159,6 +159,10 @@ function wrapFs(inner: FileSystem, hooks: { rename?(from: string, to: string): v
       hooks.write?.(f.path, buf, position);
       f.write(buf, position);
     },
+    writeAsync: async (buf, position) => {
+      hooks.write?.(f.path, buf, position);
+      await f.writeAsync(buf, position);
+    },
     size: () => f.size(),
     truncate: (n) => f.truncate(n),
     datasync: () => f.datasync(),

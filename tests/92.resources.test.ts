@@ -266,6 +266,7 @@ class CountingFs implements FileSystem {
       path: file.path,
       read: (b, p) => file.read(b, p),
       write: (b, p) => file.write(b, p),
+      writeAsync: (b, p) => file.writeAsync(b, p),
       size: () => file.size(),
       truncate: (n) => file.truncate(n),
       datasync: () => file.datasync(),

@@ -128,8 +128,11 @@ interface QueuedGet {
 interface PendingCall {
   resolve(result: unknown): void;
   reject(error: Error): void;
-  /** Pushes that belong to this call (listChunk, blobStart, blobChunk). */
-  onPush?(name: string, args: unknown[]): void;
+  /**
+   * Pushes that belong to this call (listChunk, blobStart, blobChunk). A
+   * promise returned holds the next message back until it settles.
+   */
+  onPush?(name: string, args: unknown[]): void | Promise<void>;
 }
 
 /** The server's facts from the hello reply. */
@@ -403,7 +406,7 @@ export class RemoteStore {
     }
   }
 
-  #onMessage(value: unknown): void {
+  #onMessage(value: unknown): void | Promise<void> {
     const m = parseServerMessage(value);
     if (m.msgid !== 0) {
       const p = this.#pending.get(m.msgid);
@@ -431,7 +434,7 @@ export class RemoteStore {
       default: {
         const p = typeof args[0] === "number" ? this.#pending.get(args[0]) : undefined;
         if (p?.onPush === undefined) throw protocolError(`push ${describe(m.name)} for no call in flight`);
-        p.onPush(m.name!, args);
+        return p.onPush(m.name!, args);
       }
     }
   }
@@ -1190,14 +1193,18 @@ export class RemoteStore {
 
   /**
    * One blobDownload call: the server pushes blobStart and blobChunks (each
-   * written to `file` and hashed as it arrives), then replies. Verifies
-   * length and BLAKE3 against what blobStat said.
+   * written to `file` and hashed as it arrives, the hash running while the
+   * kernel copies the chunk: writeAsync), then replies. The channel reads
+   * the next message only once the chunk is written. Verifies length and
+   * BLAKE3 against what blobStat said.
    */
   async #download(id: Uint8Array, stat: BlobStat, file: File): Promise<void> {
     const hasher = createContentHasher();
     let pos = 0;
     let failure: Error | undefined;
-    await this.#call("blobDownload", [id, stat.blobSerial], (name, args) => {
+    /** The chunk write in flight (it never rejects): awaited before `file` goes back to the cache, even when the call fails. */
+    let writing: Promise<void> | undefined;
+    const reply = this.#call("blobDownload", [id, stat.blobSerial], (name, args): void | Promise<void> => {
       if (failure !== undefined) return;
       try {
         if (name === "blobStart") {
@@ -1209,11 +1216,16 @@ export class RemoteStore {
           const data = args[1];
           if (!(data instanceof Uint8Array)) throw protocolError("blobChunk without bytes");
           if (pos + data.length > stat.length) throw new IntegrityError(`blob ${idHex(id)}: the download sent more than ${stat.length} bytes`);
-          file.write(data, pos);
+          const written = file.writeAsync(data, pos);
           hasher.update(data);
           pos += data.length;
-          // Written and hashed: the frame's buffer can take the next chunk.
-          this.#channel.consumed();
+          writing = written.then(() => {
+            // Written and hashed: the frame's buffer can take the next chunk.
+            this.#channel.consumed();
+          }, (e) => {
+            failure ??= e as Error;
+          });
+          return writing;
         } else {
           throw protocolError(`unexpected push ${name} during a blob download`);
         }
@@ -1221,6 +1233,11 @@ export class RemoteStore {
         failure = e as Error;
       }
     });
+    try {
+      await reply;
+    } finally {
+      await writing;
+    }
     if (failure !== undefined) throw failure;
     if (pos !== stat.length) throw new IntegrityError(`blob ${idHex(id)}: the download ended after ${pos} of ${stat.length} bytes`);
     const digest = contentHasherDigest(hasher);

@@ -149,6 +149,9 @@ export class BytesFile implements File {
   write(_buf: Uint8Array, _position: number): void {
     throw new Error("BytesFile is read-only");
   }
+  writeAsync(_buf: Uint8Array, _position: number): Promise<void> {
+    return Promise.reject(new Error("BytesFile is read-only"));
+  }
   size(): number {
     return this.bytes.length;
   }
