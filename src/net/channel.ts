@@ -81,6 +81,7 @@ export class Channel {
   #pool: Uint8Array[] = [];
   #queue: Outgoing[] = [];
   #queuedBytes = 0;
+  #queuedPeak = 0;
   #pumping = false;
   #drainWaiters: (() => void)[] = [];
   #closed = false;
@@ -114,6 +115,11 @@ export class Channel {
   /** Bytes queued for the socket and not yet written. */
   get queuedBytes(): number {
     return this.#queuedBytes;
+  }
+
+  /** The most bytes ever queued at once (what this connection's output has cost in memory at its worst). */
+  get queuedPeak(): number {
+    return Math.max(this.#queuedPeak, this.#queuedBytes);
   }
 
   /** Resolves once queued output has fallen to OUTPUT_LOW_WATER_BYTES (at once if it is there already, or closed). */
@@ -221,12 +227,14 @@ export class Channel {
     this.#batch = undefined;
     this.#batchPos = 0;
     // Already counted in #queuedBytes by send().
+    if (this.#queuedBytes > this.#queuedPeak) this.#queuedPeak = this.#queuedBytes;
     this.#queue.push({ buf: batch.subarray(0, used), pooled: batch });
     this.#startPump();
   }
 
   #enqueue(item: Outgoing): void {
     this.#queuedBytes += item.buf.length;
+    if (this.#queuedBytes > this.#queuedPeak) this.#queuedPeak = this.#queuedBytes;
     this.#queue.push(item);
     this.#startPump();
   }

@@ -78,6 +78,19 @@ const TURNAROUND_EWMA_WEIGHT = 0.1;
 const TIMER_RESOLUTION_MS = 1;
 /** A failed authentication is answered after this delay, to slow down guessing. */
 export const AUTH_FAILURE_DELAY_MS = 200;
+/**
+ * Unsent output (replies and pushes not yet handed to the kernel) past
+ * which a connection is dropped when an `invalidate` push is due for it.
+ * What a client asks for is bounded without this: the server stops reading
+ * a connection whose output is over OUTPUT_HIGH_WATER_BYTES (8 MiB), so
+ * replies and the pushes of calls stay under that plus one message (a
+ * FRAME_SIZE_MAX value, 16 MiB + 64 KiB). Invalidations are not asked for:
+ * every other client's commit adds one, so a client that stopped reading
+ * (hung, suspended, or hostile) would make the server buffer them without
+ * end. Past this, it is closed instead; the client sees a lost connection
+ * (its cache can no longer be kept coherent). `serve`'s `outputQueueMax`.
+ */
+export const OUTPUT_QUEUE_MAX_BYTES = 64 * 1024 * 1024;
 
 /**
  * Options of `serve()`.
@@ -90,9 +103,17 @@ export interface ServeOptions {
   listen: string;
   /** The shared secret clients must prove they know. Required for tcp://; optional for unix: (the socket is owner-only). */
   token?: string | Uint8Array;
+  /** Milliseconds a connection has to complete the hello before it is closed. Default HELLO_TIMEOUT_MS (10 s). */
+  helloTimeout?: number;
+  /**
+   * Bytes of unsent output past which a connection that is due an
+   * `invalidate` push is dropped. Default OUTPUT_QUEUE_MAX_BYTES (64 MiB);
+   * under 8 MiB + FRAME_SIZE_MAX it may drop a client that is only slow.
+   */
+  outputQueueMax?: number;
 }
 
-const SERVE_OPTION_NAMES = ["listen", "token"];
+const SERVE_OPTION_NAMES = ["listen", "token", "helloTimeout", "outputQueueMax"];
 
 /** What `stats()` of a running server reports (counts since it started). */
 export interface ServerStats {
@@ -103,6 +124,10 @@ export interface ServerStats {
   /** Connections refused at the hello (bad proof, wrong protocol version) and closed for protocol errors. */
   authFailures: number;
   protocolErrors: number;
+  /** Connections dropped because their unsent output passed `outputQueueMax` (they stopped reading). */
+  slowPeersDropped: number;
+  /** The most unsent output bytes any one connection has had queued (the server's memory for a peer that reads slowly or not at all). */
+  outputQueuedPeak: number;
   /** Calls answered. */
   calls: number;
   /** Client transactions committed, and the store commits (fdatasyncs) that carried them. */
@@ -155,13 +180,17 @@ export async function serve(store: Store, options: ServeOptions): Promise<Server
     throw new TypeError(`serve: ${options.listen} is a TCP address, which needs a token (options.token): clients prove they know it`);
   }
   const token = options.token === undefined ? undefined : tokenBytes(options.token, "serve");
+  const limits = {
+    helloTimeout: positiveOption(options.helloTimeout, HELLO_TIMEOUT_MS, "helloTimeout", "milliseconds"),
+    outputQueueMax: positiveOption(options.outputQueueMax, OUTPUT_QUEUE_MAX_BYTES, "outputQueueMax", "bytes"),
+  };
   if (store.closed) throw new StateError("ECLOSED", `serve: store ${store.path} is closed`, { store: store.path });
   if (store.inTransaction) throw new StateError("EBUSY", `serve: store ${store.path} has an open transaction: commit or roll back first`, { store: store.path });
   if (servedStores.has(store)) throw new StateError("EBUSY", `serve: store ${store.path} is already being served: one server per open store`, { store: store.path });
   const fs = store.fs;
   if (fs.listen === undefined) throw new TypeError(`serve: the ${fs.name} filesystem adapter has no sockets (listen)`);
   if (!store.readOnly) serveSharedDirPrepare(store);
-  const server = new Server(store, token);
+  const server = new Server(store, token, limits);
   servedStores.add(store);
   let listener: Listener;
   try {
@@ -179,6 +208,19 @@ export async function serve(store: Store, options: ServeOptions): Promise<Server
     },
     stats: () => server.stats(),
   };
+}
+
+/** `value` when given (a whole number > 0), else `fallback`. */
+function positiveOption(value: number | undefined, fallback: number, name: string, unit: string): number {
+  if (value === undefined) return fallback;
+  if (!Number.isSafeInteger(value) || value <= 0) throw new RangeError(`serve: ${name} must be a whole number of ${unit} > 0, got ${value}`);
+  return value;
+}
+
+/** Server limits that `serve`'s options may change. */
+interface ServerLimits {
+  helloTimeout: number;
+  outputQueueMax: number;
 }
 
 /** Stores a server runs on: two servers on one store would commit behind each other's back. */
@@ -255,12 +297,15 @@ function afterIoFor(fs: FileSystem): { soon: (fn: () => void) => void; wait: (fn
 class Server {
   readonly store: Store;
   readonly token: Uint8Array | undefined;
+  readonly limits: ServerLimits;
   readonly serials: SerialTable;
   readonly sessions = new Set<Session>();
   readonly counters = {
-    connectionsTotal: 0, authFailures: 0, protocolErrors: 0, calls: 0, commits: 0, groupCommits: 0, conflicts: 0,
-    invalidations: 0, blobDownloads: 0, blobBytesSent: 0, blobUploads: 0, blobBytesReceived: 0,
+    connectionsTotal: 0, authFailures: 0, protocolErrors: 0, slowPeersDropped: 0, calls: 0, commits: 0, groupCommits: 0,
+    conflicts: 0, invalidations: 0, blobDownloads: 0, blobBytesSent: 0, blobUploads: 0, blobBytesReceived: 0,
   };
+  /** The largest output queue of the connections already closed (see ServerStats.outputQueuedPeak). */
+  #outputPeakClosed = 0;
   #listener: Listener | undefined;
   #url = "";
   #finishQueue: FinishWaiter[] = [];
@@ -276,9 +321,10 @@ class Server {
   readonly #afterIo: (fn: () => void) => void;
   readonly #afterIoWait: (fn: () => void) => void;
 
-  constructor(store: Store, token: Uint8Array | undefined) {
+  constructor(store: Store, token: Uint8Array | undefined, limits: ServerLimits) {
     this.store = store;
     this.token = token;
+    this.limits = limits;
     const afterIo = afterIoFor(store.fs);
     this.#afterIo = afterIo.soon;
     this.#afterIoWait = afterIo.wait;
@@ -311,10 +357,13 @@ class Server {
   }
 
   stats(): ServerStats {
+    let outputQueuedPeak = this.#outputPeakClosed;
+    for (const s of this.sessions) outputQueuedPeak = Math.max(outputQueuedPeak, s.channel.queuedPeak);
     return {
       url: this.#url,
       connections: this.sessions.size,
       ...this.counters,
+      outputQueuedPeak,
       lastTxid: this.store.closed ? this.serials.floor : this.store.nextTxid - 1n,
     };
   }
@@ -450,10 +499,19 @@ class Server {
     if (changed) this.#invalidate(txid, written);
   }
 
-  /** Sends each ready session the ids the batch changed that it did not write itself. */
+  /**
+   * Sends each ready session the ids the batch changed that it did not
+   * write itself. A session with more than `outputQueueMax` bytes unsent
+   * has stopped reading: it is dropped instead (OUTPUT_QUEUE_MAX_BYTES).
+   */
   #invalidate(txid: bigint, written: { session: Session; ids: Uint8Array[] }[]): void {
-    for (const s of this.sessions) {
+    for (const s of [...this.sessions]) {
       if (!s.ready) continue;
+      if (s.channel.queuedBytes > this.limits.outputQueueMax) {
+        this.counters.slowPeersDropped++;
+        s.close(new StateError("ECLOSED", `connection ${s.channel.remote} dropped: over ${this.limits.outputQueueMax} bytes of output unread`));
+        continue;
+      }
       let ids: Uint8Array[] = [];
       for (const w of written) if (w.session !== s) ids = ids.length === 0 ? w.ids : ids.concat(w.ids);
       for (let i = 0; i < ids.length; i += LIST_CHUNK_IDS) {
@@ -477,6 +535,7 @@ class Server {
   }
 
   removed(session: Session): void {
+    this.#outputPeakClosed = Math.max(this.#outputPeakClosed, session.channel.queuedPeak);
     this.sessions.delete(session);
     this.#lastCommitAt.delete(session);
   }
@@ -604,10 +663,10 @@ class Session {
   start(): void {
     this.#helloTimer = setTimeout(() => {
       if (this.#state === "hello") {
-        this.push("error", [errorToWire(authError(`no hello within ${HELLO_TIMEOUT_MS} ms: closing`))]);
+        this.push("error", [errorToWire(authError(`no hello within ${this.server.limits.helloTimeout} ms: closing`))]);
         void this.channel.end();
       }
-    }, HELLO_TIMEOUT_MS);
+    }, this.server.limits.helloTimeout);
     this.push("hello", [{
       protocol: PROTOCOL_VERSION,
       server: "segstore",
@@ -621,8 +680,8 @@ class Session {
     this.channel.send([0, name, args]);
   }
 
-  close(): void {
-    this.channel.close();
+  close(error?: Error): void {
+    this.channel.close(error);
   }
 
   // -------------------------------------------------------------------------
@@ -815,11 +874,23 @@ class Session {
     return [values, serials];
   }
 
-  /** Every live id, pushed in `listChunk`s of LIST_CHUNK_IDS; the reply (the count) ends the list. */
-  list(_args: unknown[], msgid: number): number {
+  /**
+   * Every live id, pushed in `listChunk`s of LIST_CHUNK_IDS; the reply (the
+   * count) ends the list. The ids are taken at once; the chunks go out as
+   * the connection drains (past OUTPUT_HIGH_WATER_BYTES the rest waits), so
+   * the list of a big store is not queued whole for a slow reader.
+   */
+  list(_args: unknown[], msgid: number): number | Promise<number> {
     const ids = this.server.store.list();
-    for (let i = 0; i < ids.length; i += LIST_CHUNK_IDS) this.push("listChunk", [msgid, ids.slice(i, i + LIST_CHUNK_IDS)]);
-    return ids.length;
+    let i = 0;
+    const pushChunks = (): number | Promise<number> => {
+      for (; i < ids.length && !this.channel.closed; i += LIST_CHUNK_IDS) {
+        if (this.channel.queuedBytes > OUTPUT_HIGH_WATER_BYTES) return this.channel.whenDrained().then(pushChunks);
+        this.push("listChunk", [msgid, ids.slice(i, i + LIST_CHUNK_IDS)]);
+      }
+      return ids.length;
+    };
+    return pushChunks();
   }
 
   /** The blob under `id`, or nil when `id` is absent or holds a plain value. */
