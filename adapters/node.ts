@@ -12,7 +12,7 @@
  */
 import {
   closeSync, chmodSync, fdatasyncSync, fstatSync, fsyncSync, ftruncateSync, lstatSync, mkdirSync, openSync,
-  readdirSync, readSync, renameSync, rmdirSync, statSync, unlinkSync, write as fsWrite, writeSync,
+  readdirSync, readSync, renameSync, rmdirSync, statSync, unlinkSync, write as fsWrite, writeSync, fdatasync as fsFdatasync,
 } from "node:fs";
 import { createRequire } from "node:module";
 import * as net from "node:net";
@@ -78,6 +78,8 @@ class NodeFile implements File {
   #closed = false;
   /** A writeAsync is running in the libuv pool: closing the fd under it could let a reused fd number take its bytes. */
   #writing = false;
+  /** A datasyncAsync is running in the libuv pool (the same hazard). */
+  #syncing = false;
 
   constructor(readonly path: string, fd: number) {
     this.#fd = fd;
@@ -165,6 +167,19 @@ class NodeFile implements File {
     nodeCall("fdatasync", this.path, () => fdatasyncSync(fd));
   }
 
+  async datasyncAsync(): Promise<void> {
+    assert(!this.#syncing, `one datasyncAsync at a time on ${this.path}`);
+    const fd = this.#open("fdatasync");
+    this.#syncing = true;
+    try {
+      await new Promise<void>((resolve, reject) => {
+        fsFdatasync(fd, (err) => (err ? reject(nodeFsError(err, "fdatasync", this.path)) : resolve()));
+      });
+    } finally {
+      this.#syncing = false;
+    }
+  }
+
   sync(): void {
     const fd = this.#open("fsync");
     nodeCall("fsync", this.path, () => fsyncSync(fd));
@@ -172,7 +187,7 @@ class NodeFile implements File {
 
   close(): void {
     if (this.#closed) return;
-    assert(!this.#writing, `close of ${this.path} with a writeAsync in flight`);
+    assert(!this.#writing && !this.#syncing, `close of ${this.path} with a writeAsync or datasyncAsync in flight`);
     this.#closed = true;
     nodeCall("close", this.path, () => closeSync(this.#fd));
   }

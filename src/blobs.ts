@@ -17,6 +17,8 @@
  *   buffers that take turns), and hashed while the kernel copies it: the
  *   write runs on the runtime's I/O threads, the hash on ours, so a blob
  *   is written in about the time of the slower of the two, not their sum.
+ *   Every BLOB_SYNC_BEHIND_BYTES a background fdatasync starts writeback,
+ *   so the final one, which the commit waits for, has little left to do.
  *   The next chunk is asked for only once the last one is in the page cache
  *   (a source may reuse its buffer): a ReadableStream is read with a
  *   reader, one chunk at a time (backpressure). Reading is a byte stream (`type: "bytes"`) whose `pull`
@@ -91,6 +93,16 @@ import type { BlobRecordInfo, Store, TransactionHooks } from "./store.ts";
 export const BLOB_READ_CHUNK_SIZE = 1024 * 1024;
 /** Source chunks smaller than this are gathered into one write of this size (socket frames are small); larger ones are written as they come. */
 export const BLOB_WRITE_BUFFER_SIZE = 1024 * 1024;
+/**
+ * A blob temp file gets a background fdatasync (`File.datasyncAsync`) each
+ * time this many bytes were written since the last one began, as RocksDB's
+ * bytes_per_sync: the kernel would otherwise hold a whole 1 GiB blob dirty
+ * until the final fdatasync, which then waits for all of it; now the disk
+ * writes while we hash, and the last fdatasync finds at most about this
+ * much left. 32 MiB: a few tens of ms of disk time, far below the dirty
+ * page limits, and few enough syncs (32 per GiB) to cost nothing.
+ */
+export const BLOB_SYNC_BEHIND_BYTES = 32 * 1024 * 1024;
 /** Bytes per read when hashing or copying a `{ path }` source. */
 export const BLOB_COPY_CHUNK_SIZE = 1024 * 1024;
 /** A file copy or hash gives the event loop a turn after this many bytes, so a server keeps serving during a long copy. */
@@ -627,6 +639,9 @@ class BlobTempWriter {
   private fill = 0;
   /** The write in flight; it never rejects (a failure is kept in `failure`, so no rejection goes unhandled). */
   private inFlight: Promise<void> | undefined;
+  /** The background fdatasync in flight (never rejects either), and where the next one is due. */
+  private syncing: Promise<void> | undefined;
+  private syncDueAt = BLOB_SYNC_BEHIND_BYTES;
   private failure: unknown;
   private done = false;
 
@@ -685,6 +700,15 @@ class BlobTempWriter {
     this.inFlight = this.file.writeAsync(bytes, at).then(undefined, (e) => {
       this.failure ??= storageError(e, this.store.path, this.path, "putBlob: write", at);
     });
+    if (at >= this.syncDueAt && this.syncing === undefined) {
+      // Covers what was written before `bytes` (their write may be still running: the contract allows one beside it).
+      this.syncDueAt = at + BLOB_SYNC_BEHIND_BYTES;
+      this.syncing = this.file.datasyncAsync().then(undefined, (e) => {
+        this.failure ??= storageError(e, this.store.path, this.path, "putBlob: background fdatasync");
+      }).finally(() => {
+        this.syncing = undefined;
+      });
+    }
   }
 
   /** Waits for the write in flight; throws its failure, or an earlier one. */
@@ -701,6 +725,8 @@ class BlobTempWriter {
   async finish(): Promise<number> {
     await this.flush();
     await this.settle();
+    await this.syncing;
+    if (this.failure !== undefined) throw this.failure;
     try {
       this.file.datasync();
     } catch (e) {
@@ -717,6 +743,7 @@ class BlobTempWriter {
     this.done = true;
     await this.inFlight;
     this.inFlight = undefined;
+    await this.syncing;
     this.file.close();
     unlinkQuiet(this.store.fs, this.path);
   }

@@ -21,8 +21,14 @@
  *   where the runtime can (Node's libuv pool, Deno's blocking-task threads),
  *   so the caller can hash while the kernel copies. It settles as `write`
  *   returns or throws. Until it settles, `buf` must not change and no other
- *   call may be made on the file (adapters assert that `close` is not): the
- *   engine keeps at most one in flight per file and always awaits it.
+ *   call may be made on the file but one `datasyncAsync` (adapters assert
+ *   that `close` is not): the engine keeps at most one in flight per file
+ *   and always awaits it.
+ * - `File.datasyncAsync()` is `datasync` off the calling thread, and may
+ *   run beside one `writeAsync` (the OS allows fdatasync beside write on
+ *   one file). It is a hint: the engine uses it to start writeback early,
+ *   as RocksDB's bytes_per_sync does, and relies on nothing it does;
+ *   durability comes only from `datasync`.
  * - `File.datasync()` makes the file's contents durable (fdatasync);
  *   `File.sync()` also its metadata (fsync). Neither makes the file's NAME
  *   durable: a create, rename or unlink is durable only after `syncDir` of
@@ -96,6 +102,8 @@ export interface File {
   truncate(length: number): void;
   /** fdatasync: the contents are durable when it returns. */
   datasync(): void;
+  /** fdatasync off the calling thread; may run beside one `writeAsync` (see the contract above). */
+  datasyncAsync(): Promise<void>;
   /** fsync: contents and metadata are durable when it returns. */
   sync(): void;
   /** Closes the file and drops any lock taken through it. Idempotent. */

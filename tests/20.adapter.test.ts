@@ -120,10 +120,11 @@ function contractTests(contract: Test<{ c: AdapterCase }>): void {
     f.close();
   });
 
-  contract("writeAsync() writes like write(): at an offset, extending, a gap of zeros; a closed or read-only file rejects", async ({ c: { fs, root } }) => {
+  contract("writeAsync() writes like write(): at an offset, extending, a gap of zeros; a closed or read-only file rejects; datasyncAsync() runs beside it", async ({ c: { fs, root } }) => {
     const f = fs.open(`${root}/wa`, "w+");
     const big = patternBytes(3 << 20, 7);
-    await f.writeAsync(big, 0);
+    await f.writeAsync(big.subarray(0, 1 << 20), 0);
+    await Promise.all([f.writeAsync(big.subarray(1 << 20), 1 << 20), f.datasyncAsync()]);
     await f.writeAsync(enc.encode("XY"), 2);
     await f.writeAsync(enc.encode("Z"), big.length + 4);
     assert.is(f.size(), big.length + 5);
@@ -137,6 +138,8 @@ function contractTests(contract: Test<{ c: AdapterCase }>): void {
     f.close();
     const closed = await f.writeAsync(enc.encode("x"), 0).then(() => undefined, (e) => e);
     assert.ok(closed instanceof FsError && closed.code === "EBADF", `writeAsync after close rejects with EBADF, got ${closed}`);
+    const closedSync = await f.datasyncAsync().then(() => undefined, (e) => e);
+    assert.ok(closedSync instanceof FsError && closedSync.code === "EBADF", `datasyncAsync after close rejects with EBADF, got ${closedSync}`);
     const r = fs.open(`${root}/wa`, "r");
     const readOnly = await r.writeAsync(enc.encode("x"), 0).then(() => undefined, (e) => e);
     assert.ok(readOnly instanceof FsError && readOnly.code === "EBADF", `writeAsync on a read-only file rejects with EBADF, got ${readOnly}`);

@@ -166,6 +166,7 @@ function wrapFs(inner: FileSystem, hooks: { rename?(from: string, to: string): v
     size: () => f.size(),
     truncate: (n) => f.truncate(n),
     datasync: () => f.datasync(),
+    datasyncAsync: () => f.datasyncAsync(),
     sync: () => f.sync(),
     close: () => f.close(),
     lock: (mode, wait) => f.lock(mode, wait),

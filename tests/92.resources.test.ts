@@ -270,6 +270,7 @@ class CountingFs implements FileSystem {
       size: () => file.size(),
       truncate: (n) => file.truncate(n),
       datasync: () => file.datasync(),
+      datasyncAsync: () => file.datasyncAsync(),
       sync: () => file.sync(),
       lock: (m, w) => file.lock(m, w),
       unlock: () => file.unlock(),

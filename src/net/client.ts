@@ -29,6 +29,7 @@
  */
 import type { Connection, File, FileSystem } from "../fs.ts";
 import { isFsError } from "../fs.ts";
+import { BLOB_SYNC_BEHIND_BYTES } from "../blobs.ts";
 import { contentHasherDigest, createContentHasher } from "../contentid.ts";
 import {
   BLOB_HASH_SIZE, IntegrityError, KEY_SIZE, MAX_OBJECT_SIZE, NotFoundError, StateError,
@@ -1195,15 +1196,19 @@ export class RemoteStore {
    * One blobDownload call: the server pushes blobStart and blobChunks (each
    * written to `file` and hashed as it arrives, the hash running while the
    * kernel copies the chunk: writeAsync), then replies. The channel reads
-   * the next message only once the chunk is written. Verifies length and
-   * BLAKE3 against what blobStat said.
+   * the next message only once the chunk is written. A background
+   * fdatasync every BLOB_SYNC_BEHIND_BYTES (as putBlob's) leaves the cache's
+   * final fdatasync little to do. Verifies length and BLAKE3 against what
+   * blobStat said.
    */
   async #download(id: Uint8Array, stat: BlobStat, file: File): Promise<void> {
     const hasher = createContentHasher();
     let pos = 0;
     let failure: Error | undefined;
-    /** The chunk write in flight (it never rejects): awaited before `file` goes back to the cache, even when the call fails. */
+    /** The chunk write and the background fdatasync in flight (neither rejects): awaited before `file` goes back to the cache, even when the call fails. */
     let writing: Promise<void> | undefined;
+    let syncing: Promise<void> | undefined;
+    let syncDueAt = BLOB_SYNC_BEHIND_BYTES;
     const reply = this.#call("blobDownload", [id, stat.blobSerial], (name, args): void | Promise<void> => {
       if (failure !== undefined) return;
       try {
@@ -1217,6 +1222,14 @@ export class RemoteStore {
           if (!(data instanceof Uint8Array)) throw protocolError("blobChunk without bytes");
           if (pos + data.length > stat.length) throw new IntegrityError(`blob ${idHex(id)}: the download sent more than ${stat.length} bytes`);
           const written = file.writeAsync(data, pos);
+          if (pos >= syncDueAt && syncing === undefined) {
+            syncDueAt = pos + BLOB_SYNC_BEHIND_BYTES;
+            syncing = file.datasyncAsync().then(undefined, (e) => {
+              failure ??= e as Error;
+            }).finally(() => {
+              syncing = undefined;
+            });
+          }
           hasher.update(data);
           pos += data.length;
           writing = written.then(() => {
@@ -1237,6 +1250,7 @@ export class RemoteStore {
       await reply;
     } finally {
       await writing;
+      await syncing;
     }
     if (failure !== undefined) throw failure;
     if (pos !== stat.length) throw new IntegrityError(`blob ${idHex(id)}: the download ended after ${pos} of ${stat.length} bytes`);

@@ -159,6 +159,9 @@ export class BytesFile implements File {
     throw new Error("BytesFile is read-only");
   }
   datasync(): void {}
+  datasyncAsync(): Promise<void> {
+    return Promise.resolve();
+  }
   sync(): void {}
   close(): void {}
   lock(): boolean {
