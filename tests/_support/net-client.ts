@@ -59,6 +59,16 @@ function slowDownloadFs(): FileSystem {
         say("downloading");
       }
     };
+    // The client downloads with writeAsync: slowed the same way (the thread sleeps, then the write runs).
+    slow.writeAsync = async (buf, position) => {
+      sleepSync(SLOW_WRITE_MS);
+      await file.writeAsync(buf, position);
+      if (!announced) {
+        announced = true;
+        say("downloading");
+      }
+    };
+    slow.datasyncAsync = () => file.datasyncAsync();
     slow.read = (buf, position) => file.read(buf, position);
     slow.size = () => file.size();
     slow.truncate = (n) => file.truncate(n);
