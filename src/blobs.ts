@@ -21,15 +21,16 @@
  *   so the final one, which the commit waits for, has little left to do.
  *   The next chunk is asked for only once the last one is in the page cache
  *   (a source may reuse its buffer): a ReadableStream is read with a
- *   reader, one chunk at a time (backpressure). Reading is a byte stream (`type: "bytes"`) whose `pull`
- *   does one synchronous `File.read` straight into the reader's buffer: a
- *   BYOB reader (`getReader({ mode: "byob" })`) gets its own buffer back,
- *   filled, so a 4 GiB read allocates nothing and memory stays flat; a
- *   default reader gets fresh BLOB_READ_CHUNK_SIZE buffers (the stream
- *   allocates them), which the garbage collector reclaims in its own time.
+ *   reader, one chunk at a time (backpressure). Reading is a byte stream
+ *   (`type: "bytes"`) whose `pull` does one synchronous `File.read`
+ *   straight into the reader's buffer: a BYOB reader (`getReader({ mode:
+ *   "byob" })`) gets its own buffer back, filled, so a 4 GiB read
+ *   allocates nothing and memory stays flat; a default reader gets fresh
+ *   BLOB_READ_CHUNK_SIZE buffers (the stream allocates them), which the
+ *   garbage collector reclaims in its own time.
  *   Nothing is read ahead of a pending read (high water mark 0).
- * - The hash is BLAKE3-256 (`blake3.ts`, via `contentid.ts`), computed while the
- *   bytes stream past, one hasher per putBlob and per openBlob.
+ * - The hash is BLAKE3-256 (`blake3.ts`, via `contentid.ts`), computed
+ *   while the bytes stream past, one hasher per putBlob and per openBlob.
  * - A blob is written to `blobs/<xx>/<id-hex>.<nonce>.tmp` (same directory
  *   as its final name, so the rename needs one directory sync), fdatasync'ed,
  *   and only then gets its BLOB record. The serial is `store.nextTxid` when
