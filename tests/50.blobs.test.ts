@@ -15,7 +15,7 @@ import { createBLAKE3 } from "hash-wasm";
 import { adapterCases, type AdapterCase } from "./_support/adapters.ts";
 import { Store, type OpenOptions } from "../src/store.ts";
 import { contentId } from "../src/contentid.ts";
-import { BLOB_READ_CHUNK_SIZE, sweepBlobFiles } from "../src/blobs.ts";
+import { BLOB_READ_CHUNK_SIZE, BLOB_SYNC_BEHIND_BYTES, sweepBlobFiles } from "../src/blobs.ts";
 import { IntegrityError, NotFoundError, StateError, StorageError } from "../src/format.ts";
 import { FsError, type File, type FileSystem } from "../src/fs.ts";
 import { FaultyFs, type CrashOptions } from "../adapters/faulty.ts";
@@ -147,11 +147,21 @@ function readFileFs(fs: FileSystem, path: string): Uint8Array {
 }
 
 /**
- * `inner` with some calls replaced: `rename(from, to)` and `write(file, buf,
- * position)` hooks that may throw before delegating. For EXDEV and ENOSPC on
- * any adapter.
+ * `inner` with some calls replaced: `rename(from, to)`, `write(file, buf,
+ * position)` (also called for writeAsync) and `datasyncAsync(file)` hooks
+ * that may throw before delegating. For EXDEV, ENOSPC and EIO on any
+ * adapter. `writeAsyncDelayMs` makes each writeAsync wait that long before
+ * it reads its buffer, as a slow disk would.
  */
-function wrapFs(inner: FileSystem, hooks: { rename?(from: string, to: string): void; write?(path: string, buf: Uint8Array, position: number): void }): FileSystem {
+function wrapFs(
+  inner: FileSystem,
+  hooks: {
+    rename?(from: string, to: string): void;
+    write?(path: string, buf: Uint8Array, position: number): void;
+    datasyncAsync?(path: string): void;
+    writeAsyncDelayMs?: number;
+  },
+): FileSystem {
   const wrapFile = (f: File): File => ({
     get path() { return f.path; },
     read: (buf, position) => f.read(buf, position),
@@ -161,12 +171,16 @@ function wrapFs(inner: FileSystem, hooks: { rename?(from: string, to: string): v
     },
     writeAsync: async (buf, position) => {
       hooks.write?.(f.path, buf, position);
+      if (hooks.writeAsyncDelayMs !== undefined) await new Promise((resolve) => setTimeout(resolve, hooks.writeAsyncDelayMs));
       await f.writeAsync(buf, position);
     },
     size: () => f.size(),
     truncate: (n) => f.truncate(n),
     datasync: () => f.datasync(),
-    datasyncAsync: () => f.datasyncAsync(),
+    datasyncAsync: async () => {
+      hooks.datasyncAsync?.(f.path);
+      await f.datasyncAsync();
+    },
     sync: () => f.sync(),
     close: () => f.close(),
     lock: (mode, wait) => f.lock(mode, wait),
@@ -798,6 +812,64 @@ test("faulty fs: ENOSPC with a partial write (addFault prefix) on a blob temp fi
   await store.putBlob(key(1), streamOf(data, MiB));
   store.commit();
   assert.equal(await readAll(store.openBlob(key(1))!), data);
+  store.close();
+});
+
+each("a source that reuses one buffer for every chunk, in mixed sizes, is stored as it was at each yield", async (c) => {
+  // The writer overlaps a chunk's write with its hash, but must finish both before asking for the next
+  // chunk: a source may refill its buffer then (as this one does, with new bytes each time).
+  const shared = new Uint8Array(MiB + MiB / 2);
+  // Big chunks while nothing is gathered are written as they are (the direct path); small ones are
+  // gathered (copied), and a gathered run that ends on a buffer boundary gives the direct path back.
+  const sizes = [MiB + MiB / 2, MiB, 1, 100 * 1024, MiB - 1 - 100 * 1024, MiB + MiB / 2, MiB, 3, 700 * 1024, 5, MiB + 1, 64 * 1024, 2];
+  const expected: Uint8Array[] = [];
+  async function* reusing(): AsyncGenerator<Uint8Array> {
+    let state = 7;
+    for (const n of sizes) {
+      state = fillRandom(shared.subarray(0, n), state);
+      expected.push(shared.slice(0, n));
+      yield shared.subarray(0, n);
+    }
+  }
+  // A slow disk: each write reads its buffer a few ms after it was handed over, well after the hash.
+  const store = openStore(c, { create: true }, wrapFs(c.fs, { writeAsyncDelayMs: 3 }));
+  const result = await store.putBlob(key(1), reusing());
+  store.commit();
+  const whole = new Uint8Array(sizes.reduce((a, b) => a + b, 0));
+  let at = 0;
+  for (const part of expected) {
+    whole.set(part, at);
+    at += part.length;
+  }
+  assert.is(result.length, whole.length);
+  assert.is(hex(result.hash), hex(await contentId(whole)), "the hash is of the bytes as yielded");
+  assert.ok(equalBytes(await readAll(store.openBlob(key(1))!), whole), "the file holds the bytes as yielded");
+  store.close();
+});
+
+each("writeback starts during a long blob write, and a failed background fdatasync fails putBlob cleanly", async (c) => {
+  let backgroundSyncs = 0;
+  let failSync = false;
+  const fs = wrapFs(c.fs, {
+    datasyncAsync(path) {
+      if (!path.endsWith(".tmp")) return;
+      backgroundSyncs++;
+      if (failSync) throw new FsError("EIO", "fdatasync", path, `EIO: fdatasync ${path}`);
+    },
+  });
+  const store = openStore(c, { create: true }, fs);
+  const data = bytesOf(BLOB_SYNC_BEHIND_BYTES * 2 + MiB, 5);
+  await store.putBlob(key(1), streamOf(data, MiB));
+  store.commit();
+  assert.ok(backgroundSyncs >= 1, `a background fdatasync ran during the write (${backgroundSyncs})`);
+  assert.ok(equalBytes(await readAll(store.openBlob(key(1))!), data));
+  failSync = true;
+  const e = await rejects(store.putBlob(key(2), streamOf(data, MiB)), (err) => err instanceof StorageError && err.osCode === "EIO", "EIO on the background fdatasync");
+  assert.match((e as Error).message, /background fdatasync/);
+  failSync = false;
+  assert.equal(blobFileNames(c.fs, c.root), [relBlob(store.blobPath(key(1))!)], "the failed write left no file");
+  await store.putBlob(key(2), streamOf(bytesOf(10, 6)));
+  assert.is(store.commit(), 2n, "usable afterwards");
   store.close();
 });
 
