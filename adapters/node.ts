@@ -128,27 +128,24 @@ class NodeFile implements File {
     assert(!this.#writing, `one writeAsync at a time on ${this.path}`);
     const fd = this.#open("write");
     this.#writing = true;
-    await new Promise<void>((resolve, reject) => {
-      let done = 0;
-      const step = (): void => {
-        fsWrite(fd, buf, done, buf.length - done, position + done, (err, n) => {
-          if (err === null && !(n > 0)) assert(false, `write of ${this.path} made progress`);
-          if (err !== null) {
-            this.#writing = false;
-            reject(nodeFsError(err, "write", this.path));
-            return;
-          }
-          done += n;
-          if (done < buf.length) {
-            step();
-            return;
-          }
-          this.#writing = false;
-          resolve();
-        });
-      };
-      step();
-    });
+    try {
+      await new Promise<void>((resolve, reject) => {
+        let done = 0;
+        const step = (): void => {
+          fsWrite(fd, buf, done, buf.length - done, position + done, (err, n) => {
+            // Inside a libuv callback a throw would be uncaught: failures, the assertion included, reject.
+            if (err !== null) return reject(nodeFsError(err, "write", this.path));
+            if (!(n > 0)) return reject(new Error(`segstore internal assertion: write of ${this.path} made no progress`));
+            done += n;
+            if (done < buf.length) step();
+            else resolve();
+          });
+        };
+        step();
+      });
+    } finally {
+      this.#writing = false;
+    }
   }
 
   size(): number {
