@@ -11,6 +11,10 @@
  *   JS): mb_per_s over a 64 MiB buffer already in wasm memory (the others
  *   read the same view), ops_per_s over 64-byte records, one call each
  *   (n records, value_bytes 64).
+ * - core-blake3, per store (wasm-simd = our Blake3, src/blake3.ts;
+ *   hash-wasm = its createBLAKE3, the portable build): mb_per_s hashing a
+ *   64 MiB JS buffer in 1 MiB updates, as a blob write does (the copy into
+ *   each hasher's wasm memory included).
  * - core-index-insert / core-index-lookup / core-index-lookup-batch, per
  *   store (wasm = KeyIndex; js-map = a Map from the key's hex string to an
  *   entry number, hex made the fastest way measured, a TextDecoder over a
@@ -35,10 +39,11 @@ import process, { memoryUsage } from "node:process";
 import { pathToFileURL } from "node:url";
 import v8 from "node:v8";
 import vm from "node:vm";
-import { createCRC32 } from "hash-wasm";
+import { createBLAKE3, createCRC32 } from "hash-wasm";
 import { mkdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { runtimeFs } from "../adapters/runtime.ts";
+import { Blake3 } from "../src/blake3.ts";
 import { KeyIndex } from "../src/keyindex.ts";
 import { WasmCore } from "../src/wasm.ts";
 import { benchLine, type BenchLine, emitLines, median, mix32, RUNTIME } from "./harness.ts";
@@ -49,6 +54,9 @@ const CRC_BYTES = 64 * 1024 * 1024;
 const CRC_RECORD_BYTES = 64;
 /** Records per CRC rate run: all of CRC_BYTES, so calls walk fresh memory as a segment scan does. */
 const CRC_RECORDS = CRC_BYTES / CRC_RECORD_BYTES;
+/** Bytes hashed per BLAKE3 run, and per update call (a blob chunk). */
+const BLAKE3_BYTES = 64 * 1024 * 1024;
+const BLAKE3_UPDATE_BYTES = 1024 * 1024;
 /** Index sizes (BENCH.md); --quick measures the first only. */
 const INDEX_SIZES = [1_000_000, 10_000_000];
 const INDEX_SIZES_QUICK = [1_000_000];
@@ -159,6 +167,49 @@ async function crcLines(runtime: string, runs: number): Promise<BenchLine[]> {
       workload: "core-crc", store, runtime, n: records, value_bytes: CRC_RECORD_BYTES,
       mb_per_s: median(mbs), ops_per_s: median(recs), runs,
       note: `mb_per_s over ${CRC_BYTES / 1048576} MiB in wasm memory; ops_per_s over ${CRC_RECORD_BYTES}-byte records, one call each${store === "wasm" ? " (crc32At, no copy)" : " (a subarray view each)"}`,
+    }));
+  }
+  return lines;
+}
+
+// ---------------------------------------------------------------------------
+// BLAKE3
+
+async function blake3Lines(runtime: string, runs: number): Promise<BenchLine[]> {
+  const bytes = new Uint8Array(BLAKE3_BYTES);
+  const words = new Uint32Array(bytes.buffer);
+  let x = 0x51ed270b;
+  for (let i = 0; i < words.length; i++) words[i] = x = mix32(x + i);
+  const reference = await createBLAKE3(256);
+  const stores: [string, () => Uint8Array][] = [
+    ["wasm-simd", () => {
+      const h = Blake3.create();
+      for (let at = 0; at < bytes.length; at += BLAKE3_UPDATE_BYTES) h.update(bytes.subarray(at, at + BLAKE3_UPDATE_BYTES));
+      const digest = h.digest();
+      h.release();
+      return digest;
+    }],
+    ["hash-wasm", () => {
+      reference.init();
+      for (let at = 0; at < bytes.length; at += BLAKE3_UPDATE_BYTES) reference.update(bytes.subarray(at, at + BLAKE3_UPDATE_BYTES));
+      return reference.digest("binary") as Uint8Array;
+    }],
+  ];
+  const expected = stores[1]![1]().join();
+  const lines: BenchLine[] = [];
+  for (const [store, fn] of stores) {
+    if (fn().join() !== expected) throw new Error(`core-blake3: ${store} disagrees with hash-wasm`);
+    const mbs: number[] = [];
+    for (let r = 0; r <= runs; r++) {
+      const t = performance.now();
+      fn();
+      const ms = performance.now() - t;
+      if (r > 0) mbs.push(BLAKE3_BYTES / (1024 * 1024) / (ms / 1000)); // run 0 warms up
+    }
+    lines.push(benchLine({
+      workload: "core-blake3", store, runtime, n: BLAKE3_BYTES / BLAKE3_UPDATE_BYTES, value_bytes: BLAKE3_UPDATE_BYTES,
+      mb_per_s: median(mbs), runs,
+      note: `BLAKE3-256 of ${BLAKE3_BYTES / 1048576} MiB in ${BLAKE3_UPDATE_BYTES / 1048576} MiB updates from a JS buffer (the copy into the hasher's memory included)`,
     }));
   }
   return lines;
@@ -390,6 +441,7 @@ export async function runCore(opts: CoreOptions): Promise<BenchLine[]> {
   const runtime = opts.runtime ?? RUNTIME;
   const runs = opts.runs ?? (Number(process.env.BENCH_RUNS) || RUNS_DEFAULT);
   const lines = await crcLines(runtime, runs);
+  lines.push(...await blake3Lines(runtime, runs));
   lines.push(...indexLines(runtime, runs, opts.quick ? INDEX_SIZES_QUICK : INDEX_SIZES));
   return lines;
 }
