@@ -221,25 +221,49 @@ test("upload names match the pattern the server accepts; paths and dot-dots do n
   }
 });
 
-test("ChunkQueue: push resolves only once the consumer came back for more; end and fail reach it", async () => {
+test("ChunkQueue: push resolves once the consumer took the chunk, release once it came back for more; end and fail reach it", async () => {
   const q = new ChunkQueue();
   const got: number[] = [];
+  const events: string[] = [];
+  let working: number | undefined;
   const consumer = (async () => {
     for await (const c of q) {
-      got.push(c[0]!);
+      working = c[0]!;
+      got.push(working);
       await new Promise((r) => setTimeout(r, 5));
+      events.push(`done ${working}`);
+      working = undefined;
     }
   })();
-  const order: string[] = [];
   for (let i = 1; i <= 3; i++) {
-    await q.push(new Uint8Array([i]));
-    order.push(`pushed ${i}, consumed ${got.length}`);
+    await q.push(new Uint8Array([i]), () => events.push(`released ${i} while working on ${working ?? "nothing"}`));
+    events.push(`pushed ${i}`);
   }
   q.end();
   await consumer;
   assert.equal(got, [1, 2, 3]);
-  // When push i resolved, the consumer had taken chunk i.
-  assert.equal(order, ["pushed 1, consumed 1", "pushed 2, consumed 2", "pushed 3, consumed 3"]);
+  // Push i resolves when chunk i is taken (the producer then reads on while the consumer works);
+  // chunk i is released only once the consumer is done with it and comes back for i + 1 (or the end).
+  assert.equal(events, [
+    "pushed 1", "done 1",
+    "released 1 while working on nothing", "pushed 2", "done 2",
+    "released 2 while working on nothing", "pushed 3", "done 3",
+    "released 3 while working on nothing",
+  ]);
+  // A push while the consumer works on the last one is held: one chunk queued at most.
+  const q3 = new ChunkQueue();
+  let pushed2 = false;
+  const slow = (async () => {
+    for await (const _ of q3) await new Promise((r) => setTimeout(r, 20));
+  })();
+  await q3.push(new Uint8Array([1]));
+  const second = q3.push(new Uint8Array([2])).then(() => (pushed2 = true));
+  await new Promise((r) => setTimeout(r, 5));
+  assert.is(pushed2, false, "the second push waits while the first chunk is being worked on");
+  assert.throws(() => q3.push(new Uint8Array([3])), /before the last push resolved/);
+  await second;
+  q3.end();
+  await slow;
 
   const q2 = new ChunkQueue();
   const failing = (async () => {

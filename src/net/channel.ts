@@ -90,6 +90,8 @@ export class Channel {
   #frameSizeMax: number;
   /** Set by consumed() for the message being handled. */
   #consumed = false;
+  /** The payload of the message being handled (for consumedLater). */
+  #payload: Uint8Array | undefined;
 
   constructor(conn: Connection, handlers: ChannelHandlers, frameSizeMax: number = FRAME_SIZE_MAX) {
     this.#conn = conn;
@@ -185,6 +187,28 @@ export class Channel {
    */
   consumed(): void {
     this.#consumed = true;
+  }
+
+  /**
+   * Like `consumed`, for a handler that keeps the message's bytes past its
+   * return (a blob chunk still being written): the channel goes on reading
+   * into another buffer, and the returned function, called once the bytes
+   * are no longer needed, gives the frame buffer back for reuse. Call it
+   * once; not calling it only costs a fresh buffer.
+   *
+   * @example
+   * const release = channel.consumedLater();
+   * file.writeAsync(chunk, at).finally(release);
+   */
+  consumedLater(): () => void {
+    const payload = this.#payload;
+    assert(payload !== undefined, "consumedLater is called while a message is handled");
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      this.#frames.recycle(payload);
+    };
   }
 
   /** Writes what is queued, then closes. Messages sent after this are dropped. */
@@ -284,8 +308,10 @@ export class Channel {
         for (const payload of payloads) {
           const message = decodePayload(this.codec, payload);
           this.#consumed = false;
+          this.#payload = payload;
           const pause = this.#handlers.onMessage(message);
           if (pause !== undefined) await pause;
+          this.#payload = undefined;
           if (this.#closed) return;
           if (this.#consumed) this.#frames.recycle(payload);
           else if (payload.buffer === value.buffer) keptView = true;

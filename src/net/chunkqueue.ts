@@ -1,22 +1,30 @@
 /**
  * A hand-off of byte chunks from a producer that gets them pushed (the
  * server reading upload frames off a socket) to a consumer that pulls (the
- * blob writer's `for await`). It holds at most one chunk: `push` resolves
- * only once the consumer has taken that chunk and come back for the next,
- * so the producer (and through it the socket) waits for the disk. A pushed
- * chunk may be a view into a buffer the producer reuses after `push`
- * resolves: the consumer has finished with it by then.
+ * blob writer's `for await`). It holds at most one chunk besides the one
+ * the consumer is working on: `push` resolves once the consumer has taken
+ * the chunk, so the producer reads the next frame off the socket while
+ * the consumer hashes and writes the last one, and waits (and through it
+ * the socket) when the consumer falls behind. A pushed chunk may be a view
+ * into a buffer the producer wants back: its `release` is called once the
+ * consumer has finished with it (it came back for the next chunk, or the
+ * stream ended); after a failure it is never called, as the consumer may
+ * still hold the chunk.
  *
  * @example
  * const q = new ChunkQueue();
  * const done = putBlobStage(store, id, q);   // pulls
- * await q.push(bytes); q.end();              // pushes
+ * await q.push(bytes, () => reuse(bytes));   // pushes
+ * q.end();
  * await done;
  */
 export class ChunkQueue implements AsyncIterable<Uint8Array> {
   #chunk: Uint8Array | undefined;
-  /** Resolves the producer's push once the consumer asks for the next chunk. */
+  #chunkRelease: (() => void) | undefined;
+  /** Resolves the producer's push once the consumer takes its chunk. */
   #taken: (() => void) | undefined;
+  /** The release of the chunk the consumer is working on. */
+  #inUseRelease: (() => void) | undefined;
   /** The consumer waiting for a chunk. */
   #waiting: ((r: IteratorResult<Uint8Array>) => void) | undefined;
   #waitingFail: ((e: unknown) => void) | undefined;
@@ -24,19 +32,24 @@ export class ChunkQueue implements AsyncIterable<Uint8Array> {
   #error: unknown;
   #failed = false;
 
-  /** Hands over `chunk`; resolves once it has been consumed (or the queue failed or was abandoned). */
-  push(chunk: Uint8Array): Promise<void> {
+  /** Hands over `chunk`; resolves once the consumer took it (or the queue failed or was abandoned). */
+  push(chunk: Uint8Array, release?: () => void): Promise<void> {
     if (this.#ended || this.#failed) return Promise.resolve();
-    if (this.#chunk !== undefined) throw new Error("segstore internal assertion: ChunkQueue.push before the last push resolved");
+    if (this.#chunk !== undefined || this.#taken !== undefined) {
+      throw new Error("segstore internal assertion: ChunkQueue.push before the last push resolved");
+    }
     return new Promise((resolve) => {
-      this.#taken = resolve;
       if (this.#waiting !== undefined) {
         const w = this.#waiting;
         this.#waiting = undefined;
         this.#waitingFail = undefined;
+        this.#inUseRelease = release;
+        resolve();
         w({ done: false, value: chunk });
       } else {
         this.#chunk = chunk;
+        this.#chunkRelease = release;
+        this.#taken = resolve;
       }
     });
   }
@@ -58,6 +71,8 @@ export class ChunkQueue implements AsyncIterable<Uint8Array> {
     this.#failed = true;
     this.#error = error;
     this.#chunk = undefined;
+    this.#chunkRelease = undefined;
+    this.#inUseRelease = undefined;
     this.#taken?.();
     this.#taken = undefined;
     if (this.#waitingFail !== undefined) {
@@ -70,13 +85,18 @@ export class ChunkQueue implements AsyncIterable<Uint8Array> {
 
   #next(): Promise<IteratorResult<Uint8Array>> {
     // Coming back for more means the last chunk is done with.
-    const taken = this.#taken;
-    this.#taken = undefined;
-    taken?.();
+    const done = this.#inUseRelease;
+    this.#inUseRelease = undefined;
+    done?.();
     if (this.#failed) return Promise.reject(this.#error);
     if (this.#chunk !== undefined) {
       const value = this.#chunk;
       this.#chunk = undefined;
+      this.#inUseRelease = this.#chunkRelease;
+      this.#chunkRelease = undefined;
+      const taken = this.#taken;
+      this.#taken = undefined;
+      taken?.();
       return Promise.resolve({ done: false, value });
     }
     if (this.#ended) return Promise.resolve({ done: true, value: undefined });

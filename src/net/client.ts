@@ -1196,7 +1196,8 @@ export class RemoteStore {
    * One blobDownload call: the server pushes blobStart and blobChunks (each
    * written to `file` and hashed as it arrives, the hash running while the
    * kernel copies the chunk: writeAsync), then replies. The channel reads
-   * the next message only once the chunk is written. A background
+   * the next frame while a chunk is being written, and holds a chunk that
+   * arrives before the last one's write is done. A background
    * fdatasync every BLOB_SYNC_BEHIND_BYTES (as putBlob's) leaves the cache's
    * final fdatasync little to do. Verifies length and BLAKE3 against what
    * blobStat said.
@@ -1221,24 +1222,30 @@ export class RemoteStore {
           const data = args[1];
           if (!(data instanceof Uint8Array)) throw protocolError("blobChunk without bytes");
           if (pos + data.length > stat.length) throw new IntegrityError(`blob ${idHex(id)}: the download sent more than ${stat.length} bytes`);
-          const written = file.writeAsync(data, pos);
-          if (pos >= syncDueAt && syncing === undefined) {
-            syncDueAt = pos + BLOB_SYNC_BEHIND_BYTES;
-            syncing = file.datasyncAsync().then(undefined, (e) => {
-              failure ??= e as Error;
-            }).finally(() => {
-              syncing = undefined;
-            });
-          }
-          hasher.update(data);
+          // The frame's buffer is reused once its bytes are written; reading goes on meanwhile.
+          const release = this.#channel.consumedLater();
+          const at = pos;
           pos += data.length;
-          writing = written.then(() => {
-            // Written and hashed: the frame's buffer can take the next chunk.
-            this.#channel.consumed();
-          }, (e) => {
-            failure ??= e as Error;
-          });
-          return writing;
+          const start = (): void => {
+            const written = file.writeAsync(data, at);
+            if (at >= syncDueAt && syncing === undefined) {
+              syncDueAt = at + BLOB_SYNC_BEHIND_BYTES;
+              syncing = file.datasyncAsync().then(undefined, (e) => {
+                failure ??= e as Error;
+              }).finally(() => {
+                syncing = undefined;
+              });
+            }
+            hasher.update(data);
+            writing = written.then(release, (e) => {
+              failure ??= e as Error;
+              release();
+            });
+          };
+          // One write in flight per file: a chunk that arrives while the last is still being written waits for it
+          // (the channel reads nothing more meanwhile); otherwise the next frame is read while this one is written.
+          if (writing === undefined) return start();
+          return writing.then(() => (failure === undefined ? start() : release()));
         } else {
           throw protocolError(`unexpected push ${name} during a blob download`);
         }

@@ -1148,9 +1148,9 @@ class Session {
     }
     up.length += data.length;
     this.server.counters.blobBytesReceived += data.length;
-    // Once the blob writer took the chunk (hashed and written it), its frame buffer can take the next one.
-    this.channel.consumed();
-    return up.chunks.push(data);
+    // Reading goes on once the blob writer took the chunk, so the next frame arrives while this one is
+    // hashed and written; its frame buffer is reused once the writer is done with it.
+    return up.chunks.push(data, this.channel.consumedLater());
   }
 
   #uploadAbandon(up: Upload, error: Error): void {
