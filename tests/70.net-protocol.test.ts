@@ -338,4 +338,49 @@ test("Channel gives a read chunk back to the adapter (recycle) only when no mess
   channel.close();
 });
 
+test("Channel.consumedLater: a kept frame's buffer is not reused until released, then it is", async () => {
+  // Three frames, each split across two chunks, so each is assembled in a buffer of the channel's own.
+  const big = (n: number) => frame(encode([0, "ping", [new Uint8Array(100).fill(n)]]));
+  const chunks = [1, 2, 3].flatMap((n) => [big(n).subarray(0, 40), big(n).subarray(40)]);
+  let next = 0;
+  const conn: Connection = {
+    remote: "test",
+    readable: new ReadableStream<Uint8Array>({
+      pull(c) {
+        if (next < chunks.length) c.enqueue(chunks[next++]!);
+        else c.close();
+      },
+    }),
+    writable: new WritableStream<Uint8Array>(),
+    close() {},
+  };
+  let kept: Uint8Array | undefined;
+  let release1: (() => void) | undefined;
+  const checks: string[] = [];
+  let done!: () => void;
+  const ended = new Promise<void>((resolve) => (done = resolve));
+  const channel: Channel = new Channel(conn, {
+    onMessage(message) {
+      const data = (message as [number, string, [Uint8Array]])[2][0];
+      if (data[0] === 1) {
+        kept = data;
+        release1 = channel.consumedLater(); // still in use after this returns, as a chunk being written is
+      } else if (data[0] === 2) {
+        checks.push(`2 in another buffer: ${data.buffer !== kept!.buffer}`, `1 intact: ${kept!.every((b) => b === 1)}`);
+        release1!();
+        channel.consumed();
+      } else {
+        checks.push(`3 reuses 1's buffer: ${data.buffer === kept!.buffer}`);
+        channel.consumed();
+      }
+    },
+    onReadEnd: () => done(),
+    onClose: () => done(),
+  });
+  channel.start();
+  await ended;
+  assert.equal(checks, ["2 in another buffer: true", "1 intact: true", "3 reuses 1's buffer: true"]);
+  channel.close();
+});
+
 test.run();
