@@ -299,15 +299,10 @@ test("SerialTable: the floor, commits, conflicts, reservations, and the reset th
   assert.equal(t.conflicts([["b", 12n], ["a", 12n]]), []);
 });
 
-test("Channel gives a read chunk back to the adapter (recycle) only when no message kept a view into it", async () => {
-  // Chunk 1: two small frames, the first consumed, the second kept (a view into the chunk).
-  // Chunk 2: one small frame, consumed. Chunk 3 and 4: a frame split across them (assembled in a buffer of its own).
-  const small = (n: number) => frame(encode([0, "ping", [n]]));
-  const big = frame(encode([0, "ping", [new Uint8Array(100)]]));
-  const chunks = [concat([small(1), small(2)]), small(3), big.subarray(0, 50), big.subarray(50)];
-  const recycled: Uint8Array[] = [];
+/** A Connection whose readable yields `chunks` one per read, then ends; `recycle` sees what the channel gives back. */
+function chunksConnection(chunks: Uint8Array[], recycle?: (chunk: Uint8Array) => void): Connection {
   let next = 0;
-  const conn: Connection = {
+  return {
     remote: "test",
     readable: new ReadableStream<Uint8Array>({
       pull(c) {
@@ -317,8 +312,18 @@ test("Channel gives a read chunk back to the adapter (recycle) only when no mess
     }),
     writable: new WritableStream<Uint8Array>(),
     close() {},
-    recycle: (chunk) => void recycled.push(chunk),
+    ...(recycle === undefined ? {} : { recycle }),
   };
+}
+
+test("Channel gives a read chunk back to the adapter (recycle) only when no message kept a view into it", async () => {
+  // Chunk 1: two small frames, the first consumed, the second kept (a view into the chunk).
+  // Chunk 2: one small frame, consumed. Chunk 3 and 4: a frame split across them (assembled in a buffer of its own).
+  const small = (n: number) => frame(encode([0, "ping", [n]]));
+  const big = frame(encode([0, "ping", [new Uint8Array(100)]]));
+  const chunks = [concat([small(1), small(2)]), small(3), big.subarray(0, 50), big.subarray(50)];
+  const recycled: Uint8Array[] = [];
+  const conn = chunksConnection(chunks, (chunk) => void recycled.push(chunk));
   const seen: number[] = [];
   let done!: () => void;
   const ended = new Promise<void>((resolve) => (done = resolve));
@@ -342,18 +347,7 @@ test("Channel.consumedLater: a kept frame's buffer is not reused until released,
   // Three frames, each split across two chunks, so each is assembled in a buffer of the channel's own.
   const big = (n: number) => frame(encode([0, "ping", [new Uint8Array(100).fill(n)]]));
   const chunks = [1, 2, 3].flatMap((n) => [big(n).subarray(0, 40), big(n).subarray(40)]);
-  let next = 0;
-  const conn: Connection = {
-    remote: "test",
-    readable: new ReadableStream<Uint8Array>({
-      pull(c) {
-        if (next < chunks.length) c.enqueue(chunks[next++]!);
-        else c.close();
-      },
-    }),
-    writable: new WritableStream<Uint8Array>(),
-    close() {},
-  };
+  const conn = chunksConnection(chunks);
   let kept: Uint8Array | undefined;
   let release1: (() => void) | undefined;
   const checks: string[] = [];
