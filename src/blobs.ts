@@ -78,8 +78,7 @@
  *   chunk: a reader that sees the end of the stream has seen verified
  *   bytes; a mismatch errors the stream with IntegrityError naming the file.
  */
-import type { Blake3 } from "./blake3.ts";
-import { contentHasherDigest, createContentHasher } from "./contentid.ts";
+import { Blake3 } from "./blake3.ts";
 import type { File, FileSystem } from "./fs.ts";
 import { FsError, isFsError } from "./fs.ts";
 import { assert, BLOB_HASH_SIZE, IntegrityError, KEY_SIZE, NotFoundError, StateError } from "./format.ts";
@@ -453,7 +452,7 @@ function sourceKind(source: unknown): "stream" | "iterable" | "path" {
 async function putBlobStageStream(
   store: Store, source: ReadableStream<Uint8Array> | AsyncIterable<Uint8Array>, temp: string, check: () => void,
 ): Promise<{ length: number; hash: Uint8Array }> {
-  const hasher = createContentHasher();
+  const hasher = Blake3.create();
   const writer = new BlobTempWriter(store, temp);
   let stopSource: (reason: unknown) => void = () => {};
   try {
@@ -488,7 +487,7 @@ async function putBlobStageStream(
     }
     check();
     const length = await writer.finish();
-    return { length, hash: contentHasherDigest(hasher) };
+    return { length, hash: hasher.digest() };
   } catch (e) {
     // The source's error is passed on as is; ours cancel the source so its producer stops.
     stopSource(e);
@@ -560,11 +559,11 @@ function putBlobCheckMoveSource(store: Store, from: string): void {
 
 /** The length and BLAKE3 of a file, read in chunks. */
 async function hashFile(store: Store, path: string, check: () => void): Promise<{ length: number; hash: Uint8Array }> {
-  const hasher = createContentHasher();
+  const hasher = Blake3.create();
   const file = openSource(store, path);
   try {
     const length = await readChunks(store, file, check, (chunk) => void hasher.update(chunk));
-    return { length, hash: contentHasherDigest(hasher) };
+    return { length, hash: hasher.digest() };
   } finally {
     file.close();
   }
@@ -572,13 +571,13 @@ async function hashFile(store: Store, path: string, check: () => void): Promise<
 
 /** Copies `from` into a new temp file, hashing; removes the temp file on error. */
 async function copyFile(store: Store, from: string, temp: string, check: () => void): Promise<{ length: number; hash: Uint8Array }> {
-  const hasher = createContentHasher();
+  const hasher = Blake3.create();
   const src = openSource(store, from);
   const writer = new BlobTempWriter(store, temp);
   try {
     await readChunks(store, src, check, (chunk) => writer.push(chunk, () => hasher.update(chunk)));
     const length = await writer.finish();
-    return { length, hash: contentHasherDigest(hasher) };
+    return { length, hash: hasher.digest() };
   } catch (e) {
     await writer.abort();
     throw e;
@@ -816,8 +815,8 @@ function openBlobStream(store: Store, file: File, path: string, total: number, h
   return new ReadableStream({
     type: "bytes",
     autoAllocateChunkSize: BLOB_READ_CHUNK_SIZE,
-    async start() {
-      if (hash !== undefined) hasher = createContentHasher();
+    start() {
+      if (hash !== undefined) hasher = Blake3.create();
     },
     pull(controller) {
       const request = controller.byobRequest!;
@@ -845,7 +844,7 @@ function openBlobStream(store: Store, file: File, path: string, total: number, h
           return;
         }
         // The end: verify before the last bytes go out, so a reader never sees a complete stream of bad bytes.
-        if (hasher !== undefined && !bytesEqual(contentHasherDigest(hasher), hash!)) {
+        if (hasher !== undefined && !bytesEqual(hasher.digest(), hash!)) {
           throw new IntegrityError(`blob file ${path} does not match its BLAKE3 hash (${total} bytes read): the file is damaged`, {
             store: store.path, file: path,
           });

@@ -96,8 +96,7 @@
  * still names its id, which is then listed as lost unless a later record of
  * that id superseded it.
  */
-import type { Blake3 } from "./blake3.ts";
-import { createContentHasher } from "./contentid.ts";
+import { Blake3 } from "./blake3.ts";
 import type { File, FileSystem } from "./fs.ts";
 import { isFsError } from "./fs.ts";
 import {
@@ -1295,7 +1294,7 @@ export async function checkStore(store: Store, options: CheckOptions = {}): Prom
   if (repair && store.readOnly) {
     throw new StateError("EREADONLY", `store ${store.path}: check with repair needs the store open for writing (exclusive lock); it is open read-only`, { store: store.path });
   }
-  const hasher = createContentHasher();
+  const hasher = Blake3.create();
   if (store.inTransaction) {
     throw new StateError("EBUSY", `store ${store.path}: check needs no open transaction; commit or roll back first`, { store: store.path });
   }
@@ -1346,7 +1345,7 @@ export async function checkPath(path: string, options: CheckPathOptions): Promis
 async function checkPathOffline(
   path: string, fs: FileSystem, repair: boolean, onProgress: CheckOptions["onProgress"], lockTimeout: number, openError: IntegrityError,
 ): Promise<CheckReport> {
-  const hasher = createContentHasher();
+  const hasher = Blake3.create();
   const paths = new StorePaths(path, checkReadConfig(fs, path).segmentsPerDir);
   const target: CheckTarget = { fs, paths, root: path };
   let report: CheckReport;

@@ -8,19 +8,6 @@
  * own, so concurrent calls never share state.
  */
 import { Blake3 } from "./blake3.ts";
-import { BLOB_HASH_SIZE } from "./format.ts";
-
-/** A fresh BLAKE3-256 hasher, ready for `update`; `release()` it when done (it goes back to a pool). */
-export function createContentHasher(): Blake3 {
-  return Blake3.create();
-}
-
-/** The 32-byte digest of a hasher, checked. */
-export function contentHasherDigest(hasher: Blake3): Uint8Array {
-  const digest = hasher.digest();
-  if (digest.length !== BLOB_HASH_SIZE) throw new Error(`segstore internal assertion: BLAKE3 digest of ${digest.length} bytes`);
-  return digest;
-}
 
 /** What `contentId` takes: bytes in memory, or a stream of chunks read one at a time. */
 export type ContentSource = Uint8Array | ReadableStream<Uint8Array> | AsyncIterable<Uint8Array>;
@@ -37,7 +24,7 @@ export type ContentSource = Uint8Array | ReadableStream<Uint8Array> | AsyncItera
  * const blobId = await contentId(someReadableStream); // then putBlob with a second stream of the same bytes
  */
 export async function contentId(source: ContentSource): Promise<Uint8Array> {
-  const hasher = createContentHasher();
+  const hasher = Blake3.create();
   try {
     return await contentIdWith(hasher, source);
   } finally {
@@ -48,7 +35,7 @@ export async function contentId(source: ContentSource): Promise<Uint8Array> {
 async function contentIdWith(hasher: Blake3, source: ContentSource): Promise<Uint8Array> {
   if (source instanceof Uint8Array) {
     hasher.update(source);
-    return contentHasherDigest(hasher);
+    return hasher.digest();
   }
   const chunkCheck = (chunk: unknown): Uint8Array => {
     if (!(chunk instanceof Uint8Array)) throw new TypeError(`contentId: stream chunks must be Uint8Array, got ${chunk === null ? "null" : typeof chunk}`);
@@ -68,11 +55,11 @@ async function contentIdWith(hasher: Blake3, source: ContentSource): Promise<Uin
     } finally {
       reader.releaseLock();
     }
-    return contentHasherDigest(hasher);
+    return hasher.digest();
   }
   if (source !== null && typeof source === "object" && Symbol.asyncIterator in source) {
     for await (const chunk of source) hasher.update(chunkCheck(chunk));
-    return contentHasherDigest(hasher);
+    return hasher.digest();
   }
   throw new TypeError(`contentId: expected a Uint8Array, a ReadableStream or an AsyncIterable of Uint8Array, got ${source === null ? "null" : typeof source}`);
 }

@@ -1475,8 +1475,8 @@ export class Store {
    * store: keeps every record it can read (resynchronising after damage),
    * rebuilds the index from the log, writes a checkpoint, and lists in
    * `lost` every id whose live version could not be saved (those ids are
-   * absent afterwards). Async only to load check.ts and create the BLAKE3
-   * hasher; the pass runs without yielding. Needs no open transaction (StateError EBUSY);
+   * absent afterwards). Async only to load check.ts; the pass runs without
+   * yielding. Needs no open transaction (StateError EBUSY);
    * repair needs the store open for writing (StateError EREADONLY). A store
    * that no longer opens is checked and repaired by path: `checkPath` in
    * src/check.ts (`segstore check --repair`). Details: the tables atop

@@ -30,7 +30,7 @@
 import type { Connection, File, FileSystem } from "../fs.ts";
 import { isFsError } from "../fs.ts";
 import { BLOB_SYNC_BEHIND_BYTES } from "../blobs.ts";
-import { contentHasherDigest, createContentHasher } from "../contentid.ts";
+import { Blake3 } from "../blake3.ts";
 import {
   BLOB_HASH_SIZE, IntegrityError, KEY_SIZE, MAX_OBJECT_SIZE, NotFoundError, StateError,
 } from "../format.ts";
@@ -1203,7 +1203,7 @@ export class RemoteStore {
    * blobStat said.
    */
   async #download(id: Uint8Array, stat: BlobStat, file: File): Promise<void> {
-    const hasher = createContentHasher();
+    const hasher = Blake3.create();
     let pos = 0;
     let failure: Error | undefined;
     /** The chunk write and the background fdatasync in flight (neither rejects): awaited before `file` goes back to the cache, even when the call fails. */
@@ -1261,7 +1261,7 @@ export class RemoteStore {
     }
     if (failure !== undefined) throw failure;
     if (pos !== stat.length) throw new IntegrityError(`blob ${idHex(id)}: the download ended after ${pos} of ${stat.length} bytes`);
-    const digest = contentHasherDigest(hasher);
+    const digest = hasher.digest();
     if (!proofsEqual(digest, stat.hash)) {
       throw new IntegrityError(`blob ${idHex(id)}: the downloaded bytes do not match the blob's BLAKE3 hash`, { file: file.path });
     }
