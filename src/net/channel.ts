@@ -121,7 +121,7 @@ export class Channel {
 
   /** The most bytes ever queued at once (what this connection's output has cost in memory at its worst). */
   get queuedPeak(): number {
-    return Math.max(this.#queuedPeak, this.#queuedBytes);
+    return this.#queuedPeak;
   }
 
   /** Resolves once queued output has fallen to OUTPUT_LOW_WATER_BYTES (at once if it is there already, or closed). */
@@ -158,7 +158,7 @@ export class Channel {
     writeFrameHeader(this.#batch, this.#batchPos, bytes.length);
     this.#batch.set(bytes, this.#batchPos + FRAME_HEADER_SIZE);
     this.#batchPos += n;
-    this.#queuedBytes += n;
+    this.#queued(n);
     if (!this.#flushScheduled) {
       this.#flushScheduled = true;
       queueMicrotask(() => {
@@ -244,6 +244,12 @@ export class Channel {
     return new Error(`connection ${this.remote} is closed${this.#closeError ? `: ${this.#closeError.message}` : ""}`);
   }
 
+  /** Counts `n` more bytes queued, keeping the peak where the count grows. */
+  #queued(n: number): void {
+    this.#queuedBytes += n;
+    if (this.#queuedBytes > this.#queuedPeak) this.#queuedPeak = this.#queuedBytes;
+  }
+
   #flushBatch(): void {
     if (this.#batch === undefined || this.#batchPos === 0) return;
     const batch = this.#batch;
@@ -251,14 +257,12 @@ export class Channel {
     this.#batch = undefined;
     this.#batchPos = 0;
     // Already counted in #queuedBytes by send().
-    if (this.#queuedBytes > this.#queuedPeak) this.#queuedPeak = this.#queuedBytes;
     this.#queue.push({ buf: batch.subarray(0, used), pooled: batch });
     this.#startPump();
   }
 
   #enqueue(item: Outgoing): void {
-    this.#queuedBytes += item.buf.length;
-    if (this.#queuedBytes > this.#queuedPeak) this.#queuedPeak = this.#queuedBytes;
+    this.#queued(item.buf.length);
     this.#queue.push(item);
     this.#startPump();
   }
