@@ -405,10 +405,15 @@ export class KeyIndex {
   /**
    * Reads the header of a checkpoint and returns the log position it is
    * valid through, without loading the table (to pick among index.N files).
-   * Throws IntegrityError as loadCheckpoint does for a bad header.
+   * Throws IntegrityError as loadCheckpoint does for a bad header. Give
+   * the `core` you have: without one, crc32() makes a private core (34 MiB
+   * of address space, a garbage collection at open).
+   *
+   * @example
+   * const { segment, offset, txid } = KeyIndex.readCheckpointMeta(fs.open(path, "r"), core);
    */
-  static readCheckpointMeta(file: File): CheckpointMeta {
-    return headerParse(file, crc32).meta;
+  static readCheckpointMeta(file: File, core?: WasmCore): CheckpointMeta {
+    return headerParse(file, core === undefined ? crc32 : (bytes) => core.crc32Of(bytes)).meta;
   }
 
   /**
@@ -427,10 +432,7 @@ export class KeyIndex {
     if (!(core instanceof WasmCore)) throw new TypeError(`KeyIndex.loadCheckpoint: expected a WasmCore, got ${describeValue(core)}`);
     core.tableClaim();
     try {
-      const h = headerParse(file, (bytes) => {
-        core.u8.set(bytes, core.batchPtr);
-        return core.crc32At(core.batchPtr, bytes.length);
-      });
+      const h = headerParse(file, (bytes) => core.crc32Of(bytes));
       const r = core.tablePrepareLoad(h.count, h.slotBits);
       if (r === -1) throw integrityError(file, `count ${h.count} in 2^${h.slotBits} slots does not fit (load over 0.8, or a slot count this build never makes)`, H_COUNT);
       if (r === -2) throw new RangeError(`KeyIndex.loadCheckpoint: ${file.path} holds ${h.count} keys, more than 4 GiB of wasm32 memory holds`);
@@ -494,10 +496,9 @@ function hexBytes(hex: string): Uint8Array {
   return out;
 }
 
-/** CRC of header bytes [0, H_HEADER_CRC), through the core's batch window (free between index calls). */
+/** CRC of header bytes [0, H_HEADER_CRC). */
 function headerCrc(core: WasmCore, header: Uint8Array): number {
-  core.u8.set(header.subarray(0, H_HEADER_CRC), core.batchPtr);
-  return core.crc32At(core.batchPtr, H_HEADER_CRC);
+  return core.crc32Of(header.subarray(0, H_HEADER_CRC));
 }
 
 /** Reads and checks a checkpoint header; `crcOf` computes a CRC-32 (the caller's core, or crc32()). */

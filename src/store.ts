@@ -471,7 +471,7 @@ export class Store {
       try {
         file = this.fs.open(this.paths.index(n), "r");
         // Check the cheap things first; load the table (which claims the core) only for a checkpoint that fits.
-        const meta = KeyIndex.readCheckpointMeta(file);
+        const meta = KeyIndex.readCheckpointMeta(file, this.core);
         const hints = this.openReadHints(n);
         if (meta.segment !== n || hints.segment !== n || hints.offset !== meta.offset || hints.txid !== meta.txid) continue;
         if (!existing.has(n) || !this.openIsCommitAt(n, meta.offset, meta.txid)) {
@@ -535,7 +535,7 @@ export class Store {
     if (file.read(rec, offset - COMMIT_RECORD_SIZE) !== COMMIT_RECORD_SIZE) return false;
     const dv = new DataView(rec.buffer);
     if (dv.getUint32(4, true) !== COMMIT_RECORD_SIZE || rec[8] !== TAG_COMMIT) return false;
-    if (crc32(rec.subarray(4)) !== dv.getUint32(0, true)) return false;
+    if (this.core.crc32Of(rec.subarray(4)) !== dv.getUint32(0, true)) return false;
     return commitTxid(rec) === txid;
   }
 
@@ -554,7 +554,7 @@ export class Store {
       const file = this.files.get(segment);
       const size = file.size();
       const start = checkpoint && segment === checkpoint.segment ? checkpoint.offset : SEGMENT_HEADER_SIZE;
-      const scan = new SegmentScanner(file, size, crc32, start);
+      const scan = new SegmentScanner(file, size, (bytes, seed) => this.core.crc32Of(bytes, seed), start);
       if (!this.segStats.has(segment) || start === SEGMENT_HEADER_SIZE) {
         this.segStats.set(segment, { count: 0, bytes: 0, deleteBytes: 0, size });
       }

@@ -271,6 +271,30 @@ export class WasmCore {
     return this.exports.crc32(ptr, len, seed >>> 0) >>> 0;
   }
 
+  /**
+   * zlib CRC-32 of bytes anywhere (a JS buffer, or a view of this core),
+   * continuing from `seed`: a view over this core's memory is checksummed in
+   * place, other bytes are copied through the read buffer in pieces. Use
+   * between calls that use the read buffer (a record being read), e.g. for
+   * a file header at open, without the private core crc32() would make.
+   *
+   * @example
+   * core.crc32Of(headerBytes.subarray(0, 124)) === storedCrc
+   */
+  crc32Of(bytes: Uint8Array, seed = 0): number {
+    if (!(bytes instanceof Uint8Array)) throw new TypeError(`crc32Of: expected a Uint8Array, got ${describeValue(bytes)}`);
+    if (bytes.buffer === this.u8.buffer) return this.crc32At(bytes.byteOffset, bytes.byteLength, seed);
+    const scratch = this.readBufPtr;
+    assert(this.readBufSize >= CRC_SCRATCH_CHUNK);
+    let crc = seed >>> 0;
+    for (let done = 0; done < bytes.length; done += CRC_SCRATCH_CHUNK) {
+      const piece = bytes.subarray(done, Math.min(bytes.length, done + CRC_SCRATCH_CHUNK));
+      this.u8.set(piece, scratch);
+      crc = this.crc32At(scratch, piece.length, crc);
+    }
+    return crc;
+  }
+
   // -------------------------------------------------------------------------
   // The hash table, for src/keyindex.ts. Keys go in at keyPtr / batchPtr.
 
@@ -429,16 +453,7 @@ export function crc32(bytes: Uint8Array, seed = 0): number {
     }
     return owner.crc32At(bytes.byteOffset, bytes.byteLength, seed);
   }
-  const core = (crcCore ??= WasmCore.create());
-  const scratch = core.readBufPtr;
-  assert(core.readBufSize >= CRC_SCRATCH_CHUNK);
-  let crc = seed >>> 0;
-  for (let done = 0; done < bytes.length; done += CRC_SCRATCH_CHUNK) {
-    const piece = bytes.subarray(done, Math.min(bytes.length, done + CRC_SCRATCH_CHUNK));
-    core.u8.set(piece, scratch);
-    crc = core.crc32At(scratch, piece.length, crc);
-  }
-  return crc;
+  return (crcCore ??= WasmCore.create()).crc32Of(bytes, seed);
 }
 
 /** A short description of a value for TypeError messages. */

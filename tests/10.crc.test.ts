@@ -2,7 +2,8 @@
 // node:zlib's crc32 (Node 20.15+, Deno) and a plain JS table implementation:
 // known vectors, every length 0..4096 at random alignments, a 64 MiB buffer
 // in wasm memory, resumption across chunk boundaries, the copy path of
-// crc32() across its scratch window, and the errors callers can cause.
+// crc32() and core.crc32Of() across the scratch window, and the errors
+// callers can cause.
 import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import * as zlib from "node:zlib";
@@ -131,6 +132,25 @@ test("crc32() copies through its 1 MiB scratch window and resumes across it", ()
   }
   // zlib's seed semantics: crc32(b, crc32(a)) == crc32(a + b).
   assert.is(crc32(enc.encode("56789"), crc32(enc.encode("1234"))), 0xcbf43926);
+});
+
+test("core.crc32Of() checksums JS bytes through its read buffer and its own memory in place", () => {
+  const mib = 1024 * 1024;
+  const c = WasmCore.create();
+  const bytes = new Uint8Array(2 * mib + 5);
+  fillRandom(bytes, 77);
+  for (const len of [0, 1, 124, mib, mib + 1, bytes.length]) {
+    assert.is(c.crc32Of(bytes.subarray(0, len)), reference(bytes.subarray(0, len)), `length ${len}`);
+  }
+  assert.is(c.crc32Of(bytes.subarray(mib + 1), c.crc32Of(bytes.subarray(0, mib + 1))), reference(bytes), "resumed with a seed");
+  // A view of the core's own memory is checksummed where it lies, and left as it was.
+  const p = c.writeBufPtr + 7;
+  fillRandom(c.u8.subarray(p, p + 5000), 9);
+  const own = c.u8.subarray(p, p + 5000);
+  const before = own.slice();
+  assert.is(c.crc32Of(own), reference(before));
+  assert.equal(own, before);
+  assert.throws(() => c.crc32Of("abc" as unknown as Uint8Array), (e: unknown) => e instanceof TypeError);
 });
 
 test("crc32() throws TypeError for anything but a Uint8Array", () => {
