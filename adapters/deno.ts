@@ -31,6 +31,8 @@ import { assert } from "../src/format.ts";
 import { FsError, type Connection, type File, type FileStat, type FileSystem, type Listener, type OpenMode } from "../src/fs.ts";
 import { resolvePath } from "./resolve-path.ts";
 import { formatSocketUrl, parseSocketUrl, type SocketAddress } from "./socket-url.ts";
+import { setHashThreadStarter } from "../src/blake3parallel.ts";
+import { HASH_THREAD_HANDLER_SOURCE, hashThreadOver, idleStopping, type WorkerHashThread } from "../src/hashthread.ts";
 
 // ---------------------------------------------------------------------------
 // Errors
@@ -434,6 +436,42 @@ function denoRemoveExpecting(path: string, kind: "file" | "directory"): void {
   if (kind === "directory" && !info.isDirectory) throw new FsError("ENOTDIR", syscall, path, `ENOTDIR: ${syscall} ${path}: not a directory`);
   denoCall(syscall, path, () => Deno.removeSync(path));
 }
+
+// ---------------------------------------------------------------------------
+// The hash thread
+
+/**
+ * A Web Worker that hashes blob pieces (src/hashthread.ts), from a blob:
+ * URL of its source, so no file sits beside the module (a `deno compile`
+ * binary carries it). It needs no permissions.
+ */
+function denoHashWorker(): WorkerHashThread {
+  const source = `const post = (m) => self.postMessage(m);
+${HASH_THREAD_HANDLER_SOURCE}
+self.onmessage = (e) => handle(e.data);`;
+  const url = URL.createObjectURL(new Blob([source], { type: "text/javascript" }));
+  let worker: Worker;
+  try {
+    worker = new Worker(url, { type: "module" });
+  } catch (e) {
+    URL.revokeObjectURL(url);
+    throw e;
+  }
+  // The URL is revoked at the end, not at once: the worker loads its module after this returns.
+  const terminate = (): void => {
+    worker.terminate();
+    URL.revokeObjectURL(url);
+  };
+  // A live Worker keeps a Deno process running whatever is awaited: nothing to switch (the idle timer stops it).
+  const thread = hashThreadOver({ post: (m) => worker.postMessage(m), terminate, keepAlive: () => {} });
+  worker.onmessage = (e) => thread.receive(e.data);
+  worker.onerror = (e) => {
+    e.preventDefault();
+    thread.fail(new Error(`segstore: the hash thread failed: ${e.message}`));
+  };
+  return thread;
+}
+setHashThreadStarter(() => idleStopping(denoHashWorker, (timer) => Deno.unrefTimer(timer as number)));
 
 /**
  * The Deno filesystem adapter.

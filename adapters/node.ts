@@ -15,11 +15,14 @@ import {
   readdirSync, readSync, renameSync, rmdirSync, statSync, unlinkSync, write as fsWrite, writeSync, fdatasync as fsFdatasync,
 } from "node:fs";
 import { createRequire } from "node:module";
+import { Worker } from "node:worker_threads";
 import * as net from "node:net";
 import { resolve as pathResolve } from "node:path";
 import { assert } from "../src/format.ts";
 import { FsError, type Connection, type File, type FileStat, type FileSystem, type Listener, type OpenMode } from "../src/fs.ts";
 import { formatSocketUrl, parseSocketUrl, type SocketAddress } from "./socket-url.ts";
+import { setHashThreadStarter } from "../src/blake3parallel.ts";
+import { HASH_THREAD_HANDLER_SOURCE, hashThreadOver, idleStopping, type WorkerHashThread } from "../src/hashthread.ts";
 
 // ---------------------------------------------------------------------------
 // Errors
@@ -401,6 +404,32 @@ async function nodeConnect(url: string): Promise<Connection> {
 
 // ---------------------------------------------------------------------------
 // The filesystem
+
+// ---------------------------------------------------------------------------
+// The hash thread
+
+/**
+ * A worker_threads worker that hashes blob pieces (src/hashthread.ts), from
+ * source (eval), so no file sits beside the bundle. It keeps the process
+ * alive only while a hasher awaits it.
+ */
+function nodeHashWorker(): WorkerHashThread {
+  const source = `const { parentPort } = require("node:worker_threads");
+const post = (m) => parentPort.postMessage(m);
+${HASH_THREAD_HANDLER_SOURCE}
+parentPort.once("message", handle);`;
+  const worker = new Worker(source, { eval: true });
+  const thread = hashThreadOver({
+    post: (m) => worker.postMessage(m),
+    terminate: () => void worker.terminate(),
+    keepAlive: (on) => (on ? worker.ref() : worker.unref()),
+  });
+  worker.on("message", thread.receive);
+  worker.on("error", thread.fail);
+  worker.on("exit", (code) => thread.fail(new Error(`segstore: the hash thread exited (code ${code})`)));
+  return thread;
+}
+setHashThreadStarter(() => idleStopping(nodeHashWorker, (timer) => (timer as { unref(): void }).unref()));
 
 /**
  * The Node.js filesystem adapter.

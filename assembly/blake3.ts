@@ -30,6 +30,8 @@ import { BLOCK_LEN, CHUNK_END, CHUNK_LEN, CHUNK_START, IV0, IV1, IV2, IV3, IV4, 
  * as many as one update() can take.
  */
 const SUBTREE_CHUNKS_MAX: usize = 256;
+/** Bytes of one piece (pieceCV): the largest subtree, hashed apart on another thread. */
+export const PIECE_BYTES: usize = SUBTREE_CHUNKS_MAX * CHUNK_LEN;
 /** New bytes one update() takes, at most: a whole number of subtrees. */
 const INPUT_NEW_MAX: usize = SUBTREE_CHUNKS_MAX * CHUNK_LEN;
 /**
@@ -103,6 +105,30 @@ export function update(newBytes: usize): usize {
   return tailLen;
 }
 
+/**
+ * A piece for another thread: the chaining value of the SUBTREE_CHUNKS_MAX
+ * whole chunks (PIECE_BYTES) at INPUT_PTR, as the subtree that starts at
+ * chunk `counter`, written at OUT_PTR. Touches no state: any instance can
+ * hash any piece, and pushPiece adds the results in order.
+ */
+export function pieceCV(counter: u64): void {
+  assert(counter % <u64>SUBTREE_CHUNKS_MAX == 0, "blake3: a piece starts at a multiple of its size");
+  subtreeCV(INPUT_PTR, SUBTREE_CHUNKS_MAX, counter);
+  memory.copy(OUT_PTR, SUBTREE_CVS_PTR, OUT_LEN);
+}
+
+/**
+ * Adds the chaining value at OUT_PTR (from pieceCV) as the next piece of
+ * the input, as if its PIECE_BYTES had gone through update(). Only at a
+ * piece boundary with nothing carried: the pieces come first, in order, and
+ * the rest of the input (at least one byte) through update() after them.
+ */
+export function pushPiece(): void {
+  assert(tailLen == 0 && chunkCounter % <u64>SUBTREE_CHUNKS_MAX == 0, "blake3: pushPiece only at a piece boundary");
+  memory.copy(SUBTREE_CVS_PTR, OUT_PTR, OUT_LEN);
+  pushCV(SUBTREE_CHUNKS_MAX);
+}
+
 /** Writes the 32-byte hash of all input so far at OUT_PTR. The state is kept: more input may follow. */
 export function digest(): void {
   if (stackLen == 0) {
@@ -130,15 +156,21 @@ function subtreeSize(left: usize): usize {
 
 /** Hashes `size` whole chunks at `ptr` (a subtree at chunkCounter) and pushes its chaining value. */
 function pushSubtree(ptr: usize, size: usize): void {
+  subtreeCV(ptr, size, chunkCounter);
+  pushCV(size);
+}
+
+/** The chaining value of the `size` whole chunks at `ptr`, a subtree starting at chunk `counter`, to SUBTREE_CVS_PTR. */
+function subtreeCV(ptr: usize, size: usize, counter: u64): void {
   if (size == 1) {
-    chunkOutput(ptr, CHUNK_LEN, chunkCounter, 0, SUBTREE_CVS_PTR);
+    chunkOutput(ptr, CHUNK_LEN, counter, 0, SUBTREE_CVS_PTR);
   } else {
     // Leaves, four per call. With two chunks, lanes 2 and 3 repeat them
     // (their results land in the slack and are never read).
     for (let i: usize = 0; i < size; i += 4) {
       const p = ptr + i * CHUNK_LEN;
       const p2 = size == 2 ? p : p + 2 * CHUNK_LEN;
-      compress4(p, p + CHUNK_LEN, p2, p2 + CHUNK_LEN, 16, chunkCounter + <u64>i, 1, 0, CHUNK_START, CHUNK_END, SUBTREE_CVS_PTR + i * OUT_LEN);
+      compress4(p, p + CHUNK_LEN, p2, p2 + CHUNK_LEN, 16, counter + <u64>i, 1, 0, CHUNK_START, CHUNK_END, SUBTREE_CVS_PTR + i * OUT_LEN);
     }
     // Parents, level by level, in place: group g reads 256 bytes at g*256
     // and writes 128 at g*128, after every read of its own input, and later
@@ -158,6 +190,10 @@ function pushSubtree(ptr: usize, size: usize): void {
       n = parents;
     }
   }
+}
+
+/** Pushes the chaining value at SUBTREE_CVS_PTR, a subtree of `size` chunks at chunkCounter. */
+function pushCV(size: usize): void {
   // Push, then merge while the stack has more entries than the new chunk
   // count has set bits: each merge is a carry in the count.
   assert(stackLen < STACK_DEPTH, "blake3: chaining value stack overflow");

@@ -27,9 +27,12 @@ interface Blake3Exports {
   INPUT_PTR: WebAssembly.Global;
   INPUT_SIZE: WebAssembly.Global;
   OUT_PTR: WebAssembly.Global;
+  PIECE_BYTES: WebAssembly.Global;
   reset(): void;
   update(newBytes: number): number;
   digest(): void;
+  pieceCV(counter: bigint): void;
+  pushPiece(): void;
 }
 
 let releaseModule: WebAssembly.Module | undefined;
@@ -42,13 +45,19 @@ function base64Decode(text: string): Uint8Array {
   return bytes;
 }
 
+let releaseBytes: Uint8Array | undefined;
+/** The release module's bytes (decoded once), for a hash thread to compile its own instance from. */
+export function blake3ModuleBytes(): Uint8Array {
+  return (releaseBytes ??= base64Decode(BLAKE3_RELEASE_BASE64));
+}
+
 function moduleOf(debug: boolean): WebAssembly.Module {
   if (debug) return (debugModule ??= new WebAssembly.Module(base64Decode(BLAKE3_DEBUG_BASE64) as BufferSource));
   return (releaseModule ??= new WebAssembly.Module(base64Decode(BLAKE3_RELEASE_BASE64) as BufferSource));
 }
 
 /** One instance of the module and the views over it, made once. */
-class HasherInstance {
+export class HasherInstance {
   readonly exports: Blake3Exports;
   readonly memory: Uint8Array;
   readonly inputPtr: number;
@@ -73,6 +82,17 @@ class HasherInstance {
 }
 
 const pools = { release: [] as HasherInstance[], debug: [] as HasherInstance[] };
+
+/** An instance from the pool, or a new one. */
+export function hasherInstance(debug: boolean): HasherInstance {
+  return (debug ? pools.debug : pools.release).pop() ?? new HasherInstance(debug);
+}
+
+/** Gives an instance back to the pool. */
+export function hasherInstanceRelease(instance: HasherInstance): void {
+  const pool = instance.debug ? pools.debug : pools.release;
+  if (pool.length < BLAKE3_POOL_MAX) pool.push(instance);
+}
 
 /** Options of Blake3.create. */
 export interface Blake3Options {
@@ -101,7 +121,7 @@ export class Blake3 {
   /** A fresh hasher (its instance from the pool when one is idle). */
   static create(options: Blake3Options = {}): Blake3 {
     const debug = options.debug === true;
-    const hasher = new Blake3((debug ? pools.debug : pools.release).pop() ?? new HasherInstance(debug));
+    const hasher = new Blake3(hasherInstance(debug));
     hasher.init();
     return hasher;
   }
@@ -144,7 +164,6 @@ export class Blake3 {
     const instance = this.#instance;
     if (instance === undefined) return;
     this.#instance = undefined;
-    const pool = instance.debug ? pools.debug : pools.release;
-    if (pool.length < BLAKE3_POOL_MAX) pool.push(instance);
+    hasherInstanceRelease(instance);
   }
 }

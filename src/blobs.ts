@@ -29,8 +29,11 @@
  *   BLOB_READ_CHUNK_SIZE buffers (the stream allocates them), which the
  *   garbage collector reclaims in its own time.
  *   Nothing is read ahead of a pending read (high water mark 0).
- * - The hash is BLAKE3-256 (`blake3.ts`, via `contentid.ts`), computed
- *   while the bytes stream past, one hasher per putBlob and per openBlob.
+ * - The hash is BLAKE3-256, computed while the bytes stream past, one
+ *   hasher per putBlob and per openBlob: `blake3parallel.ts`, which hands
+ *   256 KiB subtrees to a worker thread once a blob passes 8 MiB (one
+ *   core hashes at about 1 GB/s, slower than a disk writes or the page
+ *   cache reads; see src/hashthread.ts) and hashes the rest itself.
  * - A blob is written to `blobs/<xx>/<id-hex>.<nonce>.tmp` (same directory
  *   as its final name, so the rename needs one directory sync), fdatasync'ed,
  *   and only then gets its BLOB record. The serial is `store.nextTxid` when
@@ -78,7 +81,7 @@
  *   chunk: a reader that sees the end of the stream has seen verified
  *   bytes; a mismatch errors the stream with IntegrityError naming the file.
  */
-import { Blake3 } from "./blake3.ts";
+import { ParallelBlake3 } from "./blake3parallel.ts";
 import type { File, FileSystem } from "./fs.ts";
 import { FsError, isFsError } from "./fs.ts";
 import { assert, BLOB_HASH_SIZE, IntegrityError, KEY_SIZE, NotFoundError, StateError } from "./format.ts";
@@ -452,7 +455,7 @@ function sourceKind(source: unknown): "stream" | "iterable" | "path" {
 async function putBlobStageStream(
   store: Store, source: ReadableStream<Uint8Array> | AsyncIterable<Uint8Array>, temp: string, check: () => void,
 ): Promise<{ length: number; hash: Uint8Array }> {
-  const hasher = Blake3.create();
+  const hasher = ParallelBlake3.create();
   const writer = new BlobTempWriter(store, temp);
   let stopSource: (reason: unknown) => void = () => {};
   try {
@@ -487,12 +490,14 @@ async function putBlobStageStream(
     }
     check();
     const length = await writer.finish();
-    return { length, hash: hasher.digest() };
+    return { length, hash: await hasher.digest() };
   } catch (e) {
     // The source's error is passed on as is; ours cancel the source so its producer stops.
     stopSource(e);
     await writer.abort();
     throw e;
+  } finally {
+    hasher.release();
   }
 }
 
@@ -559,30 +564,32 @@ function putBlobCheckMoveSource(store: Store, from: string): void {
 
 /** The length and BLAKE3 of a file, read in chunks. */
 async function hashFile(store: Store, path: string, check: () => void): Promise<{ length: number; hash: Uint8Array }> {
-  const hasher = Blake3.create();
+  const hasher = ParallelBlake3.create();
   const file = openSource(store, path);
   try {
     const length = await readChunks(store, file, check, (chunk) => void hasher.update(chunk));
-    return { length, hash: hasher.digest() };
+    return { length, hash: await hasher.digest() };
   } finally {
     file.close();
+    hasher.release();
   }
 }
 
 /** Copies `from` into a new temp file, hashing; removes the temp file on error. */
 async function copyFile(store: Store, from: string, temp: string, check: () => void): Promise<{ length: number; hash: Uint8Array }> {
-  const hasher = Blake3.create();
+  const hasher = ParallelBlake3.create();
   const src = openSource(store, from);
   const writer = new BlobTempWriter(store, temp);
   try {
     await readChunks(store, src, check, (chunk) => writer.push(chunk, () => hasher.update(chunk)));
     const length = await writer.finish();
-    return { length, hash: hasher.digest() };
+    return { length, hash: await hasher.digest() };
   } catch (e) {
     await writer.abort();
     throw e;
   } finally {
     src.close();
+    hasher.release();
   }
 }
 
@@ -802,13 +809,14 @@ export function openBlob(store: Store, id: Uint8Array, options: OpenBlobOptions 
 }
 
 function openBlobStream(store: Store, file: File, path: string, total: number, hash: Uint8Array | undefined): ReadableStream<Uint8Array> {
-  let hasher: Blake3 | undefined;
+  let hasher: ParallelBlake3 | undefined;
   let position = 0;
   let closed = false;
   const closeFile = (): void => {
     if (closed) return;
     closed = true;
     file.close();
+    hasher?.release();
   };
   // A byte stream: a BYOB reader's buffer is filled in place (no allocation per chunk); a default reader gets
   // buffers of BLOB_READ_CHUNK_SIZE allocated by the stream (autoAllocateChunkSize), so byobRequest is always set.
@@ -816,9 +824,9 @@ function openBlobStream(store: Store, file: File, path: string, total: number, h
     type: "bytes",
     autoAllocateChunkSize: BLOB_READ_CHUNK_SIZE,
     start() {
-      if (hash !== undefined) hasher = Blake3.create();
+      if (hash !== undefined) hasher = ParallelBlake3.create();
     },
-    pull(controller) {
+    async pull(controller) {
       const request = controller.byobRequest!;
       assert(request !== null && request.view !== null, "byte stream pull has a BYOB request");
       try {
@@ -844,7 +852,7 @@ function openBlobStream(store: Store, file: File, path: string, total: number, h
           return;
         }
         // The end: verify before the last bytes go out, so a reader never sees a complete stream of bad bytes.
-        if (hasher !== undefined && !bytesEqual(hasher.digest(), hash!)) {
+        if (hasher !== undefined && !bytesEqual(await hasher.digest(), hash!)) {
           throw new IntegrityError(`blob file ${path} does not match its BLAKE3 hash (${total} bytes read): the file is damaged`, {
             store: store.path, file: path,
           });

@@ -30,7 +30,7 @@
 import type { Connection, File, FileSystem } from "../fs.ts";
 import { isFsError } from "../fs.ts";
 import { BLOB_SYNC_BEHIND_BYTES } from "../blobs.ts";
-import { Blake3 } from "../blake3.ts";
+import { ParallelBlake3 } from "../blake3parallel.ts";
 import {
   BLOB_HASH_SIZE, IntegrityError, KEY_SIZE, MAX_OBJECT_SIZE, NotFoundError, StateError,
 } from "../format.ts";
@@ -1203,7 +1203,15 @@ export class RemoteStore {
    * blobStat said.
    */
   async #download(id: Uint8Array, stat: BlobStat, file: File): Promise<void> {
-    const hasher = Blake3.create();
+    const hasher = ParallelBlake3.create();
+    try {
+      await this.#downloadInto(id, stat, file, hasher);
+    } finally {
+      hasher.release();
+    }
+  }
+
+  async #downloadInto(id: Uint8Array, stat: BlobStat, file: File, hasher: ParallelBlake3): Promise<void> {
     let pos = 0;
     let failure: Error | undefined;
     /** The chunk write and the background fdatasync in flight (neither rejects): awaited before `file` goes back to the cache, even when the call fails. */
@@ -1261,7 +1269,7 @@ export class RemoteStore {
     }
     if (failure !== undefined) throw failure;
     if (pos !== stat.length) throw new IntegrityError(`blob ${idHex(id)}: the download ended after ${pos} of ${stat.length} bytes`);
-    const digest = hasher.digest();
+    const digest = await hasher.digest();
     if (!proofsEqual(digest, stat.hash)) {
       throw new IntegrityError(`blob ${idHex(id)}: the downloaded bytes do not match the blob's BLAKE3 hash`, { file: file.path });
     }

@@ -1,0 +1,232 @@
+/**
+ * BLAKE3-256 of a long stream on two threads: ours and a hash thread the
+ * runtime's adapter provides (a worker). BLAKE3 is a tree, so each 256 KiB
+ * piece of the input is a subtree whose chaining value any thread can
+ * compute from the piece and its position alone (assembly/blake3.ts
+ * pieceCV); the values are then folded in order (pushPiece) and the input's
+ * last piece goes through the ordinary streaming hasher, which gives the
+ * root its flag. The same digest as Blake3, as tests/13 checks.
+ *
+ * Pieces go to the hash thread while it has fewer than
+ * HASH_THREAD_QUEUE_MAX waiting, and are hashed here otherwise, so the two
+ * threads share the work by how fast each gets through it and memory stays
+ * bounded without update() ever waiting. A piece is dispatched only once a
+ * byte after it has arrived: the last piece is never a piece (it may hold
+ * the root). The thread starts only once a stream passes
+ * HASH_THREAD_AFTER_PIECES pieces (a worker costs tens of ms to start, a
+ * small blob less to hash), and stops at release() (or, for a hasher
+ * nobody finishes, after a second of idleness: src/hashthread.ts).
+ *
+ * Without a hash thread (an adapter that offers none, one that failed to
+ * start, or HASH_WORKERS_MAX already busy), every piece is hashed here:
+ * the same digest, one core.
+ */
+import { assert, BLOB_HASH_SIZE } from "./format.ts";
+import { type HasherInstance, hasherInstance, hasherInstanceRelease } from "./blake3.ts";
+
+/** Bytes per piece: assembly/blake3.ts PIECE_BYTES (checked against the module at first use). */
+export const PIECE_BYTES = 256 * 1024;
+/** Chunks per piece: a piece at index i starts at chunk i * PIECE_CHUNKS. */
+const PIECE_CHUNKS = PIECE_BYTES / 1024;
+/**
+ * Pieces waiting on the hash thread, at most (4 MiB): enough to keep it
+ * busy while this thread does its share and its I/O, few enough that memory
+ * stays flat; past it, pieces are hashed here.
+ */
+export const HASH_THREAD_QUEUE_MAX = 8;
+/** A stream gets a hash thread only after this many pieces (8 MiB): smaller ones hash faster than a worker starts. */
+export const HASH_THREAD_AFTER_PIECES = 32;
+
+/** A thread that hashes pieces: what an adapter offers (adapters/node.ts, adapters/deno.ts; src/hashthread.ts). */
+export interface HashThread {
+  /**
+   * Gives the thread `piece` (PIECE_BYTES, copied: the caller may reuse it
+   * at once) as the subtree at chunk `counter`; `onCV` gets its chaining
+   * value during a later `submit`, `harvest` or `finished`, pieces in the
+   * order given. Only while `queued` is under HASH_THREAD_QUEUE_MAX.
+   * Returns false, taking nothing, when no worker can be had (too many
+   * running, or none can start); throws the thread's failure once it failed.
+   */
+  submit(piece: Uint8Array, counter: number, onCV: (cv: Uint8Array) => void): boolean;
+  /** Pieces given and not yet hashed, known at once (a counter the thread updates in shared memory). */
+  readonly queued: number;
+  /** Hands over the chaining values of the pieces hashed so far. */
+  harvest(): void;
+  /** Resolves once every piece given is hashed and handed over; rejects if the thread failed or was stopped. */
+  finished(): Promise<void>;
+  /**
+   * After the thread failed (`submit` threw or `finished` rejected): hands
+   * over the values of the pieces it took and never finished, computed by
+   * `hashHere` from the copies it still holds, so a dead worker costs time,
+   * never a digest.
+   */
+  recover(hashHere: (piece: Uint8Array, counter: number) => Uint8Array): void;
+  /** Stops the thread; a `finished` still waiting rejects. */
+  stop(): void;
+}
+
+let hashThreadStart: (() => HashThread) | undefined;
+
+/**
+ * Lets parallel hashers start hash threads with `start` (the runtime's
+ * adapter calls this when it loads); undefined turns them off.
+ */
+export function setHashThreadStarter(start: (() => HashThread) | undefined): void {
+  hashThreadStart = start;
+}
+
+/**
+ * The starter set by setHashThreadStarter (the runtime adapter's, once it
+ * is loaded), so a caller can wrap it, as the tests do to count pieces.
+ *
+ * @example
+ * const start = hashThreadStarter();
+ */
+export function hashThreadStarter(): (() => HashThread) | undefined {
+  return hashThreadStart;
+}
+
+/**
+ * A BLAKE3-256 hasher for long streams (blobs) that hashes on a second
+ * thread when the runtime offers one. `digest` is async and final.
+ *
+ * @example
+ * const hasher = ParallelBlake3.create();
+ * for await (const chunk of stream) hasher.update(chunk);
+ * const digest = await hasher.digest(); // 32 bytes
+ * hasher.release();
+ */
+export class ParallelBlake3 {
+  #instance: HasherInstance | undefined;
+  /** Chaining values of the pieces so far, in order; undefined for those the thread has not handed over yet. */
+  #cvs: (Uint8Array | undefined)[] = [];
+  /** The bytes after the last piece: at most PIECE_BYTES, dispatched once more input arrives. */
+  readonly #held: Uint8Array;
+  #heldLen = 0;
+  #thread: HashThread | undefined;
+  #threadTried = false;
+  #digested = false;
+  readonly #allowThread: boolean;
+
+  private constructor(instance: HasherInstance, allowThread: boolean) {
+    this.#instance = instance;
+    this.#allowThread = allowThread;
+    this.#held = new Uint8Array(PIECE_BYTES);
+    const piece = instance.exports.PIECE_BYTES.value as number;
+    assert(piece === PIECE_BYTES, `BLAKE3 module's pieces are ${piece} bytes, this file expects ${PIECE_BYTES}`);
+  }
+
+  /** A fresh hasher; `{ thread: false }` keeps it on this thread (for tests). */
+  static create(options: { debug?: boolean; thread?: boolean } = {}): ParallelBlake3 {
+    return new ParallelBlake3(hasherInstance(options.debug === true), options.thread !== false);
+  }
+
+  #live(): HasherInstance {
+    const instance = this.#instance;
+    if (instance === undefined || this.#digested) throw new Error("segstore internal assertion: parallel BLAKE3 hasher used after digest() or release()");
+    return instance;
+  }
+
+  /** Hashes `data` after everything before it. The caller may reuse `data` at once. */
+  update(data: Uint8Array): this {
+    this.#live();
+    let at = 0;
+    while (at < data.length) {
+      if (this.#heldLen === PIECE_BYTES) {
+        this.#dispatch(this.#held); // a byte follows it: not the last piece
+        this.#heldLen = 0;
+      }
+      if (this.#heldLen === 0) {
+        // Whole pieces straight from `data`, each with a byte after it.
+        for (; data.length - at > PIECE_BYTES; at += PIECE_BYTES) this.#dispatch(data.subarray(at, at + PIECE_BYTES));
+      }
+      const n = Math.min(PIECE_BYTES - this.#heldLen, data.length - at);
+      this.#held.set(data.subarray(at, at + n), this.#heldLen);
+      this.#heldLen += n;
+      at += n;
+    }
+    return this;
+  }
+
+  /** Hashes `piece` (PIECE_BYTES, the next piece of the input) on the thread if it keeps up, else here. */
+  #dispatch(piece: Uint8Array): void {
+    const counter = this.#cvs.length * PIECE_CHUNKS;
+    const thread = this.#threadFor();
+    if (thread !== undefined && thread.queued < HASH_THREAD_QUEUE_MAX) {
+      const at = this.#cvs.length;
+      this.#cvs.push(undefined);
+      try {
+        if (thread.submit(piece, counter, (cv) => void (this.#cvs[at] = cv))) return;
+        this.#cvs.pop();
+      } catch {
+        // The thread failed: this piece and the ones after it are hashed here (digest() recovers the ones it held).
+        this.#cvs.pop();
+      }
+    }
+    this.#cvs.push(pieceHere(this.#live(), piece, counter));
+  }
+
+
+  #threadFor(): HashThread | undefined {
+    if (this.#thread !== undefined || this.#threadTried) return this.#thread;
+    if (!this.#allowThread || hashThreadStart === undefined || this.#cvs.length < HASH_THREAD_AFTER_PIECES) return undefined;
+    this.#threadTried = true;
+    try {
+      this.#thread = hashThreadStart();
+    } catch {
+      // No thread (a sandbox without workers, say): this thread hashes everything; the digest is the same.
+      this.#thread = undefined;
+    }
+    return this.#thread;
+  }
+
+  /** The 32-byte hash of all input. Final: the hasher takes no more input after it. */
+  async digest(): Promise<Uint8Array> {
+    const instance = this.#live();
+    const { exports, memory, inputPtr, inputSize, outPtr } = instance;
+    this.#digested = true;
+    const thread = this.#thread;
+    if (thread !== undefined) {
+      try {
+        await thread.finished();
+      } catch {
+        thread.recover((piece, counter) => pieceHere(instance, piece, counter));
+      }
+    }
+    const cvs = this.#cvs;
+    exports.reset();
+    for (const cv of cvs) {
+      assert(cv !== undefined, "every piece's chaining value was handed over before the fold");
+      memory.set(cv, outPtr);
+      exports.pushPiece();
+    }
+    // The last bytes (1..PIECE_BYTES once any input came) through the streaming hasher, after the pieces.
+    let tail = 0;
+    for (let at = 0; at < this.#heldLen;) {
+      const n = Math.min(this.#heldLen - at, inputSize - tail);
+      memory.set(this.#held.subarray(at, at + n), inputPtr + tail);
+      tail = exports.update(n);
+      at += n;
+    }
+    exports.digest();
+    return memory.slice(outPtr, outPtr + BLOB_HASH_SIZE);
+  }
+
+  /** Stops the hash thread and gives the instance back; safe to call twice, and after a failure. */
+  release(): void {
+    this.#thread?.stop();
+    this.#thread = undefined;
+    const instance = this.#instance;
+    if (instance === undefined) return;
+    this.#instance = undefined;
+    hasherInstanceRelease(instance);
+  }
+}
+
+/** The chaining value of `piece` as the subtree at chunk `counter`, hashed on this thread by `instance`. */
+function pieceHere(instance: HasherInstance, piece: Uint8Array, counter: number): Uint8Array {
+  const { exports, memory, inputPtr, outPtr } = instance;
+  memory.set(piece, inputPtr);
+  exports.pieceCV(BigInt(counter));
+  return memory.slice(outPtr, outPtr + BLOB_HASH_SIZE);
+}

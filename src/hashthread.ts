@@ -1,0 +1,313 @@
+/**
+ * The hash thread's two halves, runtime-neutral: the code the worker runs
+ * (a string, so no file sits beside the module: a `deno compile` binary and
+ * the Node bundle carry it inside) and the side that talks to it. Each
+ * adapter only makes the worker and wires its messages (adapters/node.ts:
+ * worker_threads; adapters/deno.ts: a Web Worker).
+ *
+ * Pieces travel through shared memory, not messages: a message per piece
+ * (a structured clone each way, 4,096 per GiB) grew both threads' heaps by
+ * about 10 MiB over a 1 GiB blob, which a process kept under 100 MiB
+ * cannot spare. One SharedArrayBuffer holds:
+ *
+ *   control words (i32)  SUBMITTED (pieces given), DONE (pieces hashed),
+ *                        STOP, WAKE (this thread waits for a message)
+ *   counters (f64 x Q)   the chunk counter of the piece in each slot
+ *   cvs (32 B x Q)       the chaining value of the piece in each slot
+ *   slots (PIECE x Q)    the pieces
+ *
+ * with Q = HASH_THREAD_QUEUE_MAX. Piece n lives in slot n % Q. This thread
+ * fills a slot only while fewer than Q pieces are unfinished, and takes the
+ * chaining values of finished pieces (harvest) before it fills a slot, so a
+ * slot is never overwritten before its value is read. The worker blocks in
+ * Atomics.wait on SUBMITTED. Only two messages ever go to it (the module
+ * and the memory; nothing else), and it sends one back only when this
+ * thread has set WAKE because it awaits the last pieces (`finished`), or
+ * when it fails.
+ */
+import { blake3ModuleBytes } from "./blake3.ts";
+import { type HashThread, HASH_THREAD_QUEUE_MAX, PIECE_BYTES } from "./blake3parallel.ts";
+import { assert, BLOB_HASH_SIZE } from "./format.ts";
+
+// Control words (i32 index) and the regions of the shared memory (byte offsets).
+const SUBMITTED = 0;
+const DONE = 1;
+const STOP = 2;
+const WAKE = 3;
+const CONTROL_BYTES = 64;
+const COUNTERS_AT = CONTROL_BYTES;
+const CVS_AT = COUNTERS_AT + 8 * HASH_THREAD_QUEUE_MAX;
+const SLOTS_AT = CVS_AT + BLOB_HASH_SIZE * HASH_THREAD_QUEUE_MAX;
+const SHARED_BYTES = SLOTS_AT + PIECE_BYTES * HASH_THREAD_QUEUE_MAX;
+
+/**
+ * The worker's code, in plain JavaScript. It expects `post(msg)` to be
+ * defined before it (the adapter's prologue) and is called as
+ * `handle(message)` once, with `{ wasm, shared }`; it then serves pieces
+ * until STOP is set.
+ */
+export const HASH_THREAD_HANDLER_SOURCE = `
+function handle(m) {
+  const ctl = new Int32Array(m.shared, 0, ${CONTROL_BYTES / 4});
+  try {
+    const abort = () => { throw new Error("BLAKE3 wasm abort in the hash thread"); };
+    const ex = new WebAssembly.Instance(new WebAssembly.Module(m.wasm), { env: { abort } }).exports;
+    const mem = new Uint8Array(ex.memory.buffer);
+    const inputPtr = ex.INPUT_PTR.value, outPtr = ex.OUT_PTR.value;
+    const counters = new Float64Array(m.shared, ${COUNTERS_AT}, ${HASH_THREAD_QUEUE_MAX});
+    const cvs = new Uint8Array(m.shared, ${CVS_AT}, ${BLOB_HASH_SIZE * HASH_THREAD_QUEUE_MAX});
+    const slots = new Uint8Array(m.shared, ${SLOTS_AT}, ${PIECE_BYTES * HASH_THREAD_QUEUE_MAX});
+    for (let n = 0; ; n++) {
+      while (Atomics.load(ctl, ${SUBMITTED}) === n) {
+        if (Atomics.load(ctl, ${STOP}) !== 0) return;
+        Atomics.wait(ctl, ${SUBMITTED}, n);
+      }
+      if (Atomics.load(ctl, ${STOP}) !== 0) return;
+      const slot = n % ${HASH_THREAD_QUEUE_MAX};
+      mem.set(slots.subarray(slot * ${PIECE_BYTES}, (slot + 1) * ${PIECE_BYTES}), inputPtr);
+      ex.pieceCV(BigInt(counters[slot]));
+      cvs.set(mem.subarray(outPtr, outPtr + ${BLOB_HASH_SIZE}), slot * ${BLOB_HASH_SIZE});
+      Atomics.store(ctl, ${DONE}, n + 1);
+      if (Atomics.compareExchange(ctl, ${WAKE}, 1, 0) === 1) post("wake");
+    }
+  } catch (e) {
+    post({ error: String((e && e.stack) || e) });
+  }
+}
+`;
+
+/** A HashThread over one worker, with what its adapter and `idleStopping` need. */
+export type WorkerHashThread = HashThread & {
+  /** The worker has pieces to hash, or `finished` is waiting. */
+  readonly busy: boolean;
+  /** A message from the worker. */
+  receive(m: unknown): void;
+  /** The worker died. */
+  fail(e: unknown): void;
+};
+
+/** What an adapter gives for one worker. */
+export interface HashWorkerPort {
+  post(message: unknown): void;
+  /** Stops the worker at once. */
+  terminate(): void;
+  /** Whether the worker keeps the process alive: only while this thread awaits it (Node's ref/unref; a no-op where a worker always does). */
+  keepAlive(on: boolean): void;
+}
+
+/**
+ * A HashThread over a worker the adapter started: `port` talks to it, and
+ * the adapter calls the returned `receive` with each message from it and
+ * `fail` if the worker dies.
+ *
+ * @example
+ * const worker = new Worker(source, { eval: true });
+ * const t = hashThreadOver({ post: (m) => worker.postMessage(m), terminate: () => worker.terminate(), keepAlive: (on) => on ? worker.ref() : worker.unref() });
+ * worker.on("message", t.receive); worker.on("error", t.fail);
+ */
+export function hashThreadOver(port: HashWorkerPort): WorkerHashThread {
+  const shared = new SharedArrayBuffer(SHARED_BYTES);
+  const ctl = new Int32Array(shared, 0, CONTROL_BYTES / 4);
+  const counters = new Float64Array(shared, COUNTERS_AT, HASH_THREAD_QUEUE_MAX);
+  const cvs = new Uint8Array(shared, CVS_AT, BLOB_HASH_SIZE * HASH_THREAD_QUEUE_MAX);
+  const slots = new Uint8Array(shared, SLOTS_AT, PIECE_BYTES * HASH_THREAD_QUEUE_MAX);
+  /** Where each unharvested piece's chaining value goes, oldest first. */
+  const pending: ((cv: Uint8Array) => void)[] = [];
+  let submitted = 0;
+  let harvested = 0;
+  let dead: Error | undefined;
+  let waiter: { resolve(): void; reject(e: Error): void } | undefined;
+
+  /** Hands the chaining values of finished pieces to their owners, in order. */
+  const harvest = (): void => {
+    const done = Atomics.load(ctl, DONE);
+    for (; harvested < done; harvested++) {
+      const at = (harvested % HASH_THREAD_QUEUE_MAX) * BLOB_HASH_SIZE;
+      pending.shift()!(cvs.slice(at, at + BLOB_HASH_SIZE));
+    }
+  };
+  /** Resolves the waiter once every piece is harvested; else asks the worker for a message after its next piece. */
+  const settle = (): void => {
+    if (waiter === undefined) return;
+    Atomics.store(ctl, WAKE, 1);
+    // After WAKE is set: a piece finished before it is seen here, one finished after it sends a message.
+    harvest();
+    if (harvested < submitted) return;
+    const w = waiter;
+    waiter = undefined;
+    port.keepAlive(false);
+    w.resolve();
+  };
+  const fail = (e: Error): void => {
+    dead ??= e;
+    if (waiter !== undefined) {
+      const w = waiter;
+      waiter = undefined;
+      port.keepAlive(false);
+      w.reject(dead);
+    }
+  };
+  port.keepAlive(false);
+  port.post({ wasm: blake3ModuleBytes(), shared });
+  return {
+    get queued() {
+      return submitted - Atomics.load(ctl, DONE);
+    },
+    get busy() {
+      return waiter !== undefined || Atomics.load(ctl, DONE) < submitted;
+    },
+    submit(piece, counter, onCV) {
+      if (dead !== undefined) throw dead;
+      harvest();
+      if (!(piece.length === PIECE_BYTES && submitted - harvested < HASH_THREAD_QUEUE_MAX)) {
+        throw new Error("segstore internal assertion: a hash thread piece is whole and its slot is harvested");
+      }
+      const slot = submitted % HASH_THREAD_QUEUE_MAX;
+      slots.set(piece, slot * PIECE_BYTES);
+      counters[slot] = counter;
+      pending.push(onCV);
+      submitted++;
+      Atomics.store(ctl, SUBMITTED, submitted);
+      Atomics.notify(ctl, SUBMITTED);
+      return true;
+    },
+    harvest,
+    recover(hashHere) {
+      harvest();
+      // DONE counts only pieces whose value is written, so the rest are re-hashed from their slots, in order.
+      for (; harvested < submitted; harvested++) {
+        const slot = harvested % HASH_THREAD_QUEUE_MAX;
+        pending.shift()!(hashHere(slots.subarray(slot * PIECE_BYTES, (slot + 1) * PIECE_BYTES), counters[slot]!));
+      }
+    },
+    finished() {
+      if (dead !== undefined) return Promise.reject(dead);
+      harvest();
+      if (harvested === submitted) return Promise.resolve();
+      if (waiter !== undefined) throw new Error("segstore internal assertion: one finished() at a time on a hash thread");
+      return new Promise<void>((resolve, reject) => {
+        waiter = { resolve, reject };
+        port.keepAlive(true);
+        settle();
+      });
+    },
+    stop() {
+      Atomics.store(ctl, STOP, 1);
+      Atomics.notify(ctl, SUBMITTED);
+      port.terminate();
+      fail(new Error("segstore: the hash thread was stopped"));
+    },
+    receive(m) {
+      if (m === "wake") {
+        settle();
+        return;
+      }
+      const error = (m as { error?: unknown } | null)?.error;
+      fail(new Error(`segstore: the hash thread failed: ${typeof error === "string" ? error : "a malformed message"}`));
+    },
+    fail(e) {
+      fail(e instanceof Error ? e : new Error(`segstore: the hash thread died: ${String(e)}`));
+    },
+  };
+}
+
+/**
+ * A worker left running by a hasher nobody finishes (a blob stream its
+ * reader dropped without cancelling) is stopped after this long without a
+ * piece: a Deno worker keeps its process alive, and a Node one holds its
+ * thread and heap (~10 MiB) for the life of the process.
+ */
+export const HASH_THREAD_IDLE_STOP_MS = 1000;
+
+/**
+ * Hash workers running at once in this process, at most. Each costs a
+ * thread and ~10 MiB; past two, more blobs hashed at once gain nothing a
+ * machine's other cores would not already be doing. A hasher that finds
+ * none free hashes on its own thread.
+ */
+export const HASH_WORKERS_MAX = 2;
+let hashWorkersLive = 0;
+
+/**
+ * A HashThread that starts a worker (`startWorker`) on its first piece and
+ * stops it once it sat HASH_THREAD_IDLE_STOP_MS with nothing to do, first
+ * handing over the values it holds; the next piece starts another. The
+ * check runs on a timer the adapter unrefs (`unrefTimer`), so it never
+ * keeps a process alive by itself.
+ *
+ * @example
+ * setHashThreadStarter(() => idleStopping(nodeHashWorker, (t) => (t as { unref(): void }).unref()));
+ */
+export function idleStopping(startWorker: () => WorkerHashThread, unrefTimer: (timer: unknown) => void): HashThread {
+  let current: WorkerHashThread | undefined;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  let lastUse = 0;
+  let startFailed = false;
+  /** The last worker stopped, for recover(). */
+  let retired: WorkerHashThread | undefined;
+  const check = (): void => {
+    timer = undefined;
+    if (current === undefined) return;
+    const quiet = performance.now() - lastUse;
+    if (current.busy || quiet < HASH_THREAD_IDLE_STOP_MS) {
+      schedule(Math.max(HASH_THREAD_IDLE_STOP_MS - quiet, 10));
+      return;
+    }
+    current.harvest();
+    release();
+  };
+  const release = (): void => {
+    if (current === undefined) return;
+    current.stop();
+    retired = current;
+    current = undefined;
+    hashWorkersLive--;
+    assert(hashWorkersLive >= 0, "hash workers counted down below zero");
+  };
+  const schedule = (ms: number): void => {
+    timer = setTimeout(check, ms);
+    unrefTimer(timer);
+  };
+  const touch = (): void => {
+    lastUse = performance.now();
+    if (timer === undefined) schedule(HASH_THREAD_IDLE_STOP_MS);
+  };
+  return {
+    get queued() {
+      return current?.queued ?? 0;
+    },
+    submit(piece, counter, onCV) {
+      if (current === undefined) {
+        if (startFailed || hashWorkersLive >= HASH_WORKERS_MAX) return false;
+        try {
+          current = startWorker();
+        } catch {
+          // No workers here (a sandbox, a runtime without them): this hasher stays on its own thread.
+          startFailed = true;
+          return false;
+        }
+        hashWorkersLive++;
+      }
+      touch();
+      return current.submit(piece, counter, onCV);
+    },
+    harvest() {
+      current?.harvest();
+    },
+    recover(hashHere) {
+      // A worker stopped while it held pieces (by stop(), or by dying) still holds their copies.
+      (current ?? retired)?.recover(hashHere);
+    },
+    async finished() {
+      // A worker stopped for idleness handed everything over first.
+      if (current === undefined) return;
+      touch();
+      await current.finished();
+    },
+    stop() {
+      if (timer !== undefined) clearTimeout(timer);
+      timer = undefined;
+      release();
+    },
+  };
+}
