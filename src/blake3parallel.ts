@@ -98,8 +98,16 @@ export function hashThreadStarter(): (() => HashThread) | undefined {
  */
 export class ParallelBlake3 {
   #instance: HasherInstance | undefined;
-  /** Chaining values of the pieces so far, in order; undefined for those the thread has not handed over yet. */
-  #cvs: (Uint8Array | undefined)[] = [];
+  /** Pieces dispatched so far (piece n starts at chunk n * PIECE_CHUNKS). */
+  #pieces = 0;
+  /** Pieces whose chaining values are folded into the instance's tree, in order. */
+  #folded = 0;
+  /**
+   * Chaining values of pieces #folded, #folded + 1, ...: undefined for
+   * those the thread has not handed over yet. Folded as soon as the front
+   * is known, so memory stays flat whatever the blob's size.
+   */
+  #unfolded: (Uint8Array | undefined)[] = [];
   /** The bytes after the last piece: at most PIECE_BYTES, dispatched once more input arrives. */
   readonly #held: Uint8Array;
   #heldLen = 0;
@@ -114,6 +122,7 @@ export class ParallelBlake3 {
     this.#held = new Uint8Array(PIECE_BYTES);
     const piece = instance.exports.PIECE_BYTES.value as number;
     assert(piece === PIECE_BYTES, `BLAKE3 module's pieces are ${piece} bytes, this file expects ${PIECE_BYTES}`);
+    instance.exports.reset();
   }
 
   /** A fresh hasher; `{ thread: false }` keeps it on this thread (for tests). */
@@ -150,26 +159,37 @@ export class ParallelBlake3 {
 
   /** Hashes `piece` (PIECE_BYTES, the next piece of the input) on the thread if it keeps up, else here. */
   #dispatch(piece: Uint8Array): void {
-    const counter = this.#cvs.length * PIECE_CHUNKS;
+    const n = this.#pieces++;
+    const counter = n * PIECE_CHUNKS;
     const thread = this.#threadFor();
+    this.#unfolded.push(undefined);
+    let taken = false;
     if (thread !== undefined && thread.queued < HASH_THREAD_QUEUE_MAX) {
-      const at = this.#cvs.length;
-      this.#cvs.push(undefined);
       try {
-        if (thread.submit(piece, counter, (cv) => void (this.#cvs[at] = cv))) return;
-        this.#cvs.pop();
+        // Piece n is never folded before its value comes, so #folded <= n when the callback runs.
+        taken = thread.submit(piece, counter, (cv) => void (this.#unfolded[n - this.#folded] = cv));
       } catch {
         // The thread failed: this piece and the ones after it are hashed here (digest() recovers the ones it held).
-        this.#cvs.pop();
       }
     }
-    this.#cvs.push(pieceHere(this.#live(), piece, counter));
+    if (!taken) this.#unfolded[n - this.#folded] = pieceHere(this.#live(), piece, counter);
+    this.#fold();
+  }
+
+  /** Adds the known chaining values at the front, in order, to the instance's tree. */
+  #fold(): void {
+    const { exports, memory, outPtr } = this.#instance!;
+    while (this.#unfolded.length > 0 && this.#unfolded[0] !== undefined) {
+      memory.set(this.#unfolded.shift()!, outPtr);
+      exports.pushPiece();
+      this.#folded++;
+    }
   }
 
 
   #threadFor(): HashThread | undefined {
     if (this.#thread !== undefined || this.#threadTried) return this.#thread;
-    if (!this.#allowThread || hashThreadStart === undefined || this.#cvs.length < HASH_THREAD_AFTER_PIECES) return undefined;
+    if (!this.#allowThread || hashThreadStart === undefined || this.#pieces < HASH_THREAD_AFTER_PIECES) return undefined;
     this.#threadTried = true;
     try {
       this.#thread = hashThreadStart();
@@ -187,19 +207,18 @@ export class ParallelBlake3 {
     this.#digested = true;
     const thread = this.#thread;
     if (thread !== undefined) {
+      let failed = false;
       try {
         await thread.finished();
       } catch {
-        thread.recover((piece, counter) => pieceHere(instance, piece, counter));
+        failed = true;
       }
+      // A release() while this waited (a stream cancelled mid-read) gave the instance back to the pool: touch it no more.
+      if (this.#instance !== instance) throw new Error("segstore: the BLAKE3 hasher was released while its digest was awaited");
+      if (failed) thread.recover((piece, counter) => pieceHere(instance, piece, counter));
     }
-    const cvs = this.#cvs;
-    exports.reset();
-    for (const cv of cvs) {
-      assert(cv !== undefined, "every piece's chaining value was handed over before the fold");
-      memory.set(cv, outPtr);
-      exports.pushPiece();
-    }
+    this.#fold();
+    assert(this.#folded === this.#pieces && this.#unfolded.length === 0, "every piece's chaining value was handed over and folded");
     // The last bytes (1..PIECE_BYTES once any input came) through the streaming hasher, after the pieces.
     let tail = 0;
     for (let at = 0; at < this.#heldLen;) {

@@ -185,6 +185,21 @@ test("a thread that dies midway costs time, never the digest: the pieces it held
   }
 });
 
+test("release() while a digest is awaited (a stream cancelled mid-read) fails that digest instead of touching a pooled instance", async () => {
+  const hasher = ParallelBlake3.create();
+  hasher.update(BIG);
+  const digest = hasher.digest();
+  hasher.release();
+  try {
+    await digest;
+    assert.unreachable("digest() resolved after release()");
+  } catch (e) {
+    assert.match((e as Error).message, /released/);
+  }
+  // The pool's instances are sound: the next hasher gives the right digest.
+  assert.is(await parallelHex(BIG, [BIG.length]), referenceHex(BIG));
+});
+
 /** A worker stand-in that hashes nothing: it records what idleStopping does with it. */
 function fakeWorker(log: string[]): WorkerHashThread {
   const waiting: ((cv: Uint8Array) => void)[] = [];
