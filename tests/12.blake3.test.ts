@@ -7,22 +7,13 @@
 // and the generated compression code being current.
 import { suite } from "uvu";
 import * as assert from "uvu/assert";
-import { createBLAKE3 } from "hash-wasm";
 import { SeededRandom } from "../adapters/faulty.ts";
+import { hex, referenceHex } from "./_support/blake3-reference.ts";
 import { Blake3 } from "../src/blake3.ts";
 import { contentId } from "../src/contentid.ts";
 
 const test = suite("blake3");
-const reference = await createBLAKE3(256);
 
-function hex(bytes: Uint8Array): string {
-  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
-}
-function referenceHex(bytes: Uint8Array): string {
-  reference.init();
-  reference.update(bytes);
-  return reference.digest("hex");
-}
 /** Our hash of `bytes`, fed in pieces of the given lengths. */
 function oursHex(bytes: Uint8Array, pieces: number[], debug: boolean): string {
   const hasher = Blake3.create({ debug });

@@ -8,26 +8,17 @@
 // its values over first.
 import { suite } from "uvu";
 import * as assert from "uvu/assert";
-import { createBLAKE3 } from "hash-wasm";
 import "../adapters/runtime.ts"; // the runtime's adapter sets its hash thread starter
 import { SeededRandom } from "../adapters/faulty.ts";
+import { hex, referenceHex } from "./_support/blake3-reference.ts";
 import {
   HASH_THREAD_AFTER_PIECES, type HashThread, hashThreadStarter, ParallelBlake3, PIECE_BYTES, setHashThreadStarter,
 } from "../src/blake3parallel.ts";
 import { HASH_THREAD_IDLE_STOP_MS, HASH_WORKERS_MAX, idleStopping, type WorkerHashThread } from "../src/hashthread.ts";
 
 const test = suite("hashthread");
-const reference = await createBLAKE3(256);
 const realStarter = hashThreadStarter();
 
-function hex(bytes: Uint8Array): string {
-  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
-}
-function referenceHex(bytes: Uint8Array): string {
-  reference.init();
-  reference.update(bytes);
-  return reference.digest("hex");
-}
 /** `bytes` through a ParallelBlake3 in pieces of the given lengths. */
 async function parallelHex(bytes: Uint8Array, pieces: number[]): Promise<string> {
   const hasher = ParallelBlake3.create();
