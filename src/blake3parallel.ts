@@ -108,8 +108,12 @@ export class ParallelBlake3 {
    * is known, so memory stays flat whatever the blob's size.
    */
   #unfolded: (Uint8Array | undefined)[] = [];
-  /** The bytes after the last piece: at most PIECE_BYTES, dispatched once more input arrives. */
-  readonly #held: Uint8Array;
+  /**
+   * The bytes after the last piece: at most PIECE_BYTES, dispatched once
+   * more input arrives. Grown as needed, so hashing a small blob does not
+   * allocate a whole piece.
+   */
+  #held = new Uint8Array(0);
   #heldLen = 0;
   #thread: HashThread | undefined;
   #threadTried = false;
@@ -119,7 +123,6 @@ export class ParallelBlake3 {
   private constructor(instance: HasherInstance, allowThread: boolean) {
     this.#instance = instance;
     this.#allowThread = allowThread;
-    this.#held = new Uint8Array(PIECE_BYTES);
     const piece = instance.exports.PIECE_BYTES.value as number;
     assert(piece === PIECE_BYTES, `BLAKE3 module's pieces are ${piece} bytes, this file expects ${PIECE_BYTES}`);
     instance.exports.reset();
@@ -150,11 +153,20 @@ export class ParallelBlake3 {
         for (; data.length - at > PIECE_BYTES; at += PIECE_BYTES) this.#dispatch(data.subarray(at, at + PIECE_BYTES));
       }
       const n = Math.min(PIECE_BYTES - this.#heldLen, data.length - at);
+      if (this.#heldLen + n > this.#held.length) this.#heldGrow(this.#heldLen + n);
       this.#held.set(data.subarray(at, at + n), this.#heldLen);
       this.#heldLen += n;
       at += n;
     }
     return this;
+  }
+
+  /** Makes #held hold at least `bytes` (at most PIECE_BYTES), keeping what it holds. */
+  #heldGrow(bytes: number): void {
+    assert(bytes <= PIECE_BYTES, "the held tail is at most one piece");
+    const grown = new Uint8Array(Math.min(PIECE_BYTES, Math.max(bytes, 2 * this.#held.length, 4096)));
+    grown.set(this.#held.subarray(0, this.#heldLen));
+    this.#held = grown;
   }
 
   /** Hashes `piece` (PIECE_BYTES, the next piece of the input) on the thread if it keeps up, else here. */
@@ -186,7 +198,7 @@ export class ParallelBlake3 {
     }
   }
 
-
+  /** The hash thread, started once the stream passes HASH_THREAD_AFTER_PIECES pieces; undefined before, or without one. */
   #threadFor(): HashThread | undefined {
     if (this.#thread !== undefined || this.#threadTried) return this.#thread;
     if (!this.#allowThread || hashThreadStart === undefined || this.#pieces < HASH_THREAD_AFTER_PIECES) return undefined;
