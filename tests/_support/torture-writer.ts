@@ -21,7 +21,8 @@
  *
  * The workload: transactions of 1..12 operations over KEYS keys: puts of
  * values from 0 bytes to 48 KiB (segments are 64 KiB, so commits roll),
- * overwrites, deletes, blobs (a few KiB to 256 KiB, streamed in chunks),
+ * overwrites, deletes, blobs (a few KiB to 256 KiB, streamed in chunks,
+ * now and then one past 9 MiB, hashed partly on a worker),
  * blob overwrites and deletes; now and then a rollback, a compact(), a
  * close and reopen. Automatic checkpoints and compaction happen at commits.
  */
@@ -42,6 +43,13 @@ const VALUE_BYTES_MAX = 48 * 1024;
 /** Largest blob the workload puts, and the chunk it streams them in. */
 const BLOB_BYTES_MAX = 256 * 1024;
 const BLOB_CHUNK = 16 * 1024;
+/**
+ * One blob in BLOB_LARGE_EVERY is this big instead: past the 8 MiB where a
+ * hash worker joins (src/blake3parallel.ts), so kills land while one hashes,
+ * and the checker's verified reads use one too.
+ */
+const BLOB_LARGE_BYTES = 9 * 1024 * 1024;
+const BLOB_LARGE_EVERY = 25;
 
 function line(text: string): void {
   const bytes = new TextEncoder().encode(text + "\n");
@@ -85,7 +93,8 @@ async function main(): Promise<void> {
       } else if (r < 0.9) {
         if (store.delete(keyId(n))) effects.set(n, null);
       } else {
-        const bytes = valueBytes(seed, made++, 1 + random.below(BLOB_BYTES_MAX));
+        const large = random.below(BLOB_LARGE_EVERY) === 0;
+        const bytes = valueBytes(seed, made++, large ? BLOB_LARGE_BYTES + random.below(BLOB_BYTES_MAX) : 1 + random.below(BLOB_BYTES_MAX));
         await store.putBlob(keyId(n), chunks(bytes));
         effects.set(n, blobDigest(bytes.length, crc32(bytes)));
       }
