@@ -419,14 +419,17 @@ const post = (m) => parentPort.postMessage(m);
 ${HASH_THREAD_HANDLER_SOURCE}
 parentPort.once("message", handle);`;
   const worker = new Worker(source, { eval: true });
-  const thread = hashThreadOver({
+  // Listeners first: adding a "message" listener refs the worker's port again, so the unref in
+  // hashThreadOver must come after it (else a dropped blob stream held the process for the idle second).
+  let thread: WorkerHashThread | undefined;
+  worker.on("message", (m) => thread!.receive(m));
+  worker.on("error", (e) => thread!.fail(e));
+  worker.on("exit", (code) => thread!.fail(new Error(`segstore: the hash thread exited (code ${code})`)));
+  thread = hashThreadOver({
     post: (m) => worker.postMessage(m),
     terminate: () => void worker.terminate(),
     keepAlive: (on) => (on ? worker.ref() : worker.unref()),
   });
-  worker.on("message", thread.receive);
-  worker.on("error", thread.fail);
-  worker.on("exit", (code) => thread.fail(new Error(`segstore: the hash thread exited (code ${code})`)));
   return thread;
 }
 setHashThreadStarter(() => idleStopping(nodeHashWorker, (timer) => (timer as { unref(): void }).unref()));
