@@ -79,7 +79,7 @@ function handle(m) {
 
 /** A HashThread over one worker, with what its adapter and `idleStopping` need. */
 export type WorkerHashThread = HashThread & {
-  /** The worker has pieces to hash, or `finished` is waiting. */
+  /** The worker has pieces to hash, or `finished` is waiting; false once it failed. */
   readonly busy: boolean;
   /** A message from the worker. */
   receive(m: unknown): void;
@@ -155,7 +155,8 @@ export function hashThreadOver(port: HashWorkerPort): WorkerHashThread {
       return submitted - Atomics.load(ctl, DONE);
     },
     get busy() {
-      return waiter !== undefined || Atomics.load(ctl, DONE) < submitted;
+      // A dead worker is never busy: the idle stop may then release it (and its place under HASH_WORKERS_MAX).
+      return dead === undefined && (waiter !== undefined || Atomics.load(ctl, DONE) < submitted);
     },
     submit(piece, counter, onCV) {
       if (dead !== undefined) throw dead;
