@@ -81,6 +81,10 @@ function handle(m) {
 export type WorkerHashThread = HashThread & {
   /** The worker has pieces to hash, or `finished` is waiting; false once it failed. */
   readonly busy: boolean;
+  /** It was stopped or died: it makes no more progress, and `recover` may take over what it holds. */
+  readonly failed: boolean;
+  /** It holds pieces whose values were not handed over (after a harvest). */
+  readonly owes: boolean;
   /** A message from the worker. */
   receive(m: unknown): void;
   /** The worker died. */
@@ -140,7 +144,13 @@ export function hashThreadOver(port: HashWorkerPort): WorkerHashThread {
     w.resolve();
   };
   const fail = (e: Error): void => {
-    dead ??= e;
+    if (dead === undefined) {
+      dead = e;
+      // Whatever the failure, the worker makes no more progress: recover() then owns its slots.
+      Atomics.store(ctl, STOP, 1);
+      Atomics.notify(ctl, SUBMITTED);
+      port.terminate();
+    }
     if (waiter !== undefined) {
       const w = waiter;
       waiter = undefined;
@@ -153,6 +163,13 @@ export function hashThreadOver(port: HashWorkerPort): WorkerHashThread {
   return {
     get queued() {
       return submitted - Atomics.load(ctl, DONE);
+    },
+    get failed() {
+      return dead !== undefined;
+    },
+    get owes() {
+      harvest();
+      return harvested < submitted;
     },
     get busy() {
       // A dead worker is never busy: the idle stop may then release it (and its place under HASH_WORKERS_MAX).
@@ -175,6 +192,7 @@ export function hashThreadOver(port: HashWorkerPort): WorkerHashThread {
     },
     harvest,
     recover(hashHere) {
+      assert(dead !== undefined, "recover() only takes over from a thread that failed or was stopped");
       harvest();
       // DONE counts only pieces whose value is written, so the rest are re-hashed from their slots, in order.
       for (; harvested < submitted; harvested++) {
@@ -183,9 +201,9 @@ export function hashThreadOver(port: HashWorkerPort): WorkerHashThread {
       }
     },
     finished() {
-      if (dead !== undefined) return Promise.reject(dead);
       harvest();
       if (harvested === submitted) return Promise.resolve();
+      if (dead !== undefined) return Promise.reject(dead);
       if (waiter !== undefined) throw new Error("segstore internal assertion: one finished() at a time on a hash thread");
       return new Promise<void>((resolve, reject) => {
         waiter = { resolve, reject };
@@ -194,9 +212,6 @@ export function hashThreadOver(port: HashWorkerPort): WorkerHashThread {
       });
     },
     stop() {
-      Atomics.store(ctl, STOP, 1);
-      Atomics.notify(ctl, SUBMITTED);
-      port.terminate();
       fail(new Error("segstore: the hash thread was stopped"));
     },
     receive(m) {
@@ -297,11 +312,14 @@ export function idleStopping(startWorker: () => WorkerHashThread, unrefTimer: (t
       current?.harvest();
     },
     recover(hashHere) {
-      // A worker stopped while it held pieces (by stop(), or by dying) still holds their copies.
-      (current ?? retired)?.recover(hashHere);
+      // Workers stopped or dead while they held pieces still hold their copies; the callbacks place each value by
+      // its piece number, so the order of the two does not matter.
+      if (retired?.owes) retired.recover(hashHere);
+      if (current?.failed) current.recover(hashHere);
     },
     async finished() {
-      // A worker stopped for idleness handed everything over first.
+      // A worker stopped for idleness handed everything over first; one that died holding pieces is recover()'s.
+      if (retired?.owes) throw new Error("segstore: a stopped hash thread held pieces");
       if (current === undefined) return;
       touch();
       await current.finished();

@@ -202,6 +202,12 @@ function fakeWorker(log: string[]): WorkerHashThread {
     get busy() {
       return false;
     },
+    get failed() {
+      return false;
+    },
+    get owes() {
+      return waiting.length > 0;
+    },
     submit(_piece, _counter, onCV) {
       waiting.push(onCV);
       hashed = waiting.length; // "hashed" at once; handed over only by harvest
