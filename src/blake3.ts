@@ -14,6 +14,7 @@
  */
 import { assert, BLOB_HASH_SIZE } from "./format.ts";
 import { BLAKE3_DEBUG_BASE64, BLAKE3_RELEASE_BASE64 } from "./wasm_module.generated.ts";
+import { base64Decode } from "./wasm.ts";
 
 /**
  * Idle hashers kept for reuse, per build. Each holds about 330 KiB of wasm
@@ -37,13 +38,6 @@ interface Blake3Exports {
 
 let releaseModule: WebAssembly.Module | undefined;
 let debugModule: WebAssembly.Module | undefined;
-
-function base64Decode(text: string): Uint8Array {
-  const binary = atob(text);
-  const bytes = new Uint8Array(binary.length);
-  for (let i = 0; i < binary.length; i++) bytes[i] = binary.charCodeAt(i);
-  return bytes;
-}
 
 let releaseBytes: Uint8Array | undefined;
 /** The release module's bytes (decoded once), for a hash thread to compile its own instance from. */

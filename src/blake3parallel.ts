@@ -42,7 +42,7 @@ export interface HashThread {
   /**
    * Gives the thread `piece` (PIECE_BYTES, copied: the caller may reuse it
    * at once) as the subtree at chunk `counter`; `onCV` gets its chaining
-   * value during a later `submit`, `harvest` or `finished`, pieces in the
+   * value during a later `submit` or `finished`, pieces in the
    * order given. Only while `queued` is under HASH_THREAD_QUEUE_MAX.
    * Returns false, taking nothing, when no worker can be had (too many
    * running, or none can start); throws the thread's failure once it failed.
@@ -50,8 +50,6 @@ export interface HashThread {
   submit(piece: Uint8Array, counter: number, onCV: (cv: Uint8Array) => void): boolean;
   /** Pieces given and not yet hashed, known at once (a counter the thread updates in shared memory). */
   readonly queued: number;
-  /** Hands over the chaining values of the pieces hashed so far. */
-  harvest(): void;
   /** Resolves once every piece given is hashed and handed over; rejects if the thread failed or was stopped. */
   finished(): Promise<void>;
   /**
@@ -118,19 +116,17 @@ export class ParallelBlake3 {
   #thread: HashThread | undefined;
   #threadTried = false;
   #digested = false;
-  readonly #allowThread: boolean;
 
-  private constructor(instance: HasherInstance, allowThread: boolean) {
+  private constructor(instance: HasherInstance) {
     this.#instance = instance;
-    this.#allowThread = allowThread;
     const piece = instance.exports.PIECE_BYTES.value as number;
     assert(piece === PIECE_BYTES, `BLAKE3 module's pieces are ${piece} bytes, this file expects ${PIECE_BYTES}`);
     instance.exports.reset();
   }
 
-  /** A fresh hasher; `{ thread: false }` keeps it on this thread (for tests). */
-  static create(options: { debug?: boolean; thread?: boolean } = {}): ParallelBlake3 {
-    return new ParallelBlake3(hasherInstance(options.debug === true), options.thread !== false);
+  /** A fresh hasher; `{ debug: true }` uses the debug build (assertions on). */
+  static create(options: { debug?: boolean } = {}): ParallelBlake3 {
+    return new ParallelBlake3(hasherInstance(options.debug === true));
   }
 
   #live(): HasherInstance {
@@ -201,7 +197,7 @@ export class ParallelBlake3 {
   /** The hash thread, started once the stream passes HASH_THREAD_AFTER_PIECES pieces; undefined before, or without one. */
   #threadFor(): HashThread | undefined {
     if (this.#thread !== undefined || this.#threadTried) return this.#thread;
-    if (!this.#allowThread || hashThreadStart === undefined || this.#pieces < HASH_THREAD_AFTER_PIECES) return undefined;
+    if (hashThreadStart === undefined || this.#pieces < HASH_THREAD_AFTER_PIECES) return undefined;
     this.#threadTried = true;
     try {
       this.#thread = hashThreadStart();

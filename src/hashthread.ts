@@ -85,6 +85,8 @@ export type WorkerHashThread = HashThread & {
   readonly failed: boolean;
   /** It holds pieces whose values were not handed over (after a harvest). */
   readonly owes: boolean;
+  /** Hands over the chaining values of the pieces hashed so far. */
+  harvest(): void;
   /** A message from the worker. */
   receive(m: unknown): void;
   /** The worker died. */
@@ -307,9 +309,6 @@ export function idleStopping(startWorker: () => WorkerHashThread, unrefTimer: (t
       }
       touch();
       return current.submit(piece, counter, onCV);
-    },
-    harvest() {
-      current?.harvest();
     },
     recover(hashHere) {
       // Workers stopped or dead while they held pieces still hold their copies; the callbacks place each value by

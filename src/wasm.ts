@@ -89,7 +89,8 @@ interface CoreExports {
   tableVerify(all: number): number;
 }
 
-function base64Decode(text: string): Uint8Array {
+/** The bytes of a wasm build embedded as base64 (the generated module holds them so), for compiling. */
+export function base64Decode(text: string): Uint8Array {
   const binary = atob(text);
   const bytes = new Uint8Array(binary.length);
   for (let i = 0; i < binary.length; i++) bytes[i] = binary.charCodeAt(i);

@@ -49,7 +49,6 @@ function countingStarter(): { start: () => HashThread; counts: { threads: number
         if (taken) counts.pieces++;
         return taken;
       },
-      harvest: () => inner.harvest(),
       finished: () => inner.finished(),
       recover: (hashHere) => inner.recover(hashHere),
       stop: () => inner.stop(),
@@ -156,7 +155,6 @@ test("a thread that dies midway costs time, never the digest: the pieces it held
         }
         return inner.submit(piece, counter, onCV);
       },
-      harvest: () => inner.harvest(),
       finished: () => (dead !== undefined ? Promise.reject(dead) : inner.finished()),
       recover(hashHere) {
         inner.recover((piece, counter) => {
