@@ -628,6 +628,38 @@ async function readChunks(store: Store, file: File, check: () => void, each: (ch
 }
 
 /**
+ * Background fdatasyncs of a file being written front to back, one every
+ * BLOB_SYNC_BEHIND_BYTES (see there), one at a time: putBlob's temp file
+ * and a client's blob download. A failure goes to `onError`; the promise
+ * from `settled` never rejects.
+ *
+ * @example
+ * const writeback = new WritebackPacer(file, (e) => (failure ??= e));
+ * const written = file.writeAsync(chunk, at); writeback.wrote(at);
+ * await written; await writeback.settled();
+ */
+export class WritebackPacer {
+  #dueAt = BLOB_SYNC_BEHIND_BYTES;
+  #syncing: Promise<void> | undefined;
+
+  constructor(private readonly file: File, private readonly onError: (e: unknown) => void) {}
+
+  /** A write at `at` has started: when one is due, a sync starts of what was written before it (a write may still run beside it: the File contract allows one). */
+  wrote(at: number): void {
+    if (at < this.#dueAt || this.#syncing !== undefined) return;
+    this.#dueAt = at + BLOB_SYNC_BEHIND_BYTES;
+    this.#syncing = this.file.datasyncAsync().then(undefined, this.onError).finally(() => {
+      this.#syncing = undefined;
+    });
+  }
+
+  /** Resolves once no background fdatasync is running. */
+  settled(): Promise<void> {
+    return this.#syncing ?? Promise.resolve();
+  }
+}
+
+/**
  * Writes a blob's temp file: chunks at the running offset with
  * `File.writeAsync`, hashed (`alongside`) while the kernel copies them.
  * A chunk of at least BLOB_WRITE_BUFFER_SIZE is written as it is and
@@ -646,9 +678,8 @@ class BlobTempWriter {
   private fill = 0;
   /** The write in flight; it never rejects (a failure is kept in `failure`, so no rejection goes unhandled). */
   private inFlight: Promise<void> | undefined;
-  /** The background fdatasync in flight (never rejects either), and where the next one is due. */
-  private syncing: Promise<void> | undefined;
-  private syncDueAt = BLOB_SYNC_BEHIND_BYTES;
+  /** The background fdatasyncs (a failure is kept in `failure` too). */
+  private readonly writeback: WritebackPacer;
   private failure: unknown;
   private done = false;
 
@@ -658,6 +689,9 @@ class BlobTempWriter {
     } catch (e) {
       throw storageError(e, store.path, path, "putBlob: create temp file");
     }
+    this.writeback = new WritebackPacer(this.file, (e) => {
+      this.failure ??= storageError(e, store.path, path, "putBlob: background fdatasync");
+    });
   }
 
   /** Writes `chunk` after everything before it, running `alongside` (the hash) while the write runs. */
@@ -707,15 +741,7 @@ class BlobTempWriter {
     this.inFlight = this.file.writeAsync(bytes, at).then(undefined, (e) => {
       this.failure ??= storageError(e, this.store.path, this.path, "putBlob: write", at);
     });
-    if (at >= this.syncDueAt && this.syncing === undefined) {
-      // Covers what was written before `bytes` (their write may be still running: the contract allows one beside it).
-      this.syncDueAt = at + BLOB_SYNC_BEHIND_BYTES;
-      this.syncing = this.file.datasyncAsync().then(undefined, (e) => {
-        this.failure ??= storageError(e, this.store.path, this.path, "putBlob: background fdatasync");
-      }).finally(() => {
-        this.syncing = undefined;
-      });
-    }
+    this.writeback.wrote(at);
   }
 
   /** Waits for the write in flight; throws its failure, or an earlier one. */
@@ -732,7 +758,7 @@ class BlobTempWriter {
   async finish(): Promise<number> {
     await this.flush();
     await this.settle();
-    await this.syncing;
+    await this.writeback.settled();
     if (this.failure !== undefined) throw this.failure;
     try {
       this.file.datasync();
@@ -750,7 +776,7 @@ class BlobTempWriter {
     this.done = true;
     await this.inFlight;
     this.inFlight = undefined;
-    await this.syncing;
+    await this.writeback.settled();
     this.file.close();
     unlinkQuiet(this.store.fs, this.path);
   }

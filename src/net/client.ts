@@ -29,7 +29,7 @@
  */
 import type { Connection, File, FileSystem } from "../fs.ts";
 import { isFsError } from "../fs.ts";
-import { BLOB_SYNC_BEHIND_BYTES } from "../blobs.ts";
+import { WritebackPacer } from "../blobs.ts";
 import { ParallelBlake3 } from "../blake3parallel.ts";
 import {
   BLOB_HASH_SIZE, IntegrityError, KEY_SIZE, MAX_OBJECT_SIZE, NotFoundError, StateError,
@@ -1198,7 +1198,7 @@ export class RemoteStore {
    * kernel copies the chunk: writeAsync), then replies. The channel reads
    * the next frame while a chunk is being written, and holds a chunk that
    * arrives before the last one's write is done. A background
-   * fdatasync every BLOB_SYNC_BEHIND_BYTES (as putBlob's) leaves the cache's
+   * fdatasync every BLOB_SYNC_BEHIND_BYTES (WritebackPacer, as putBlob's) leaves the cache's
    * final fdatasync little to do. Verifies length and BLAKE3 against what
    * blobStat said.
    */
@@ -1214,10 +1214,11 @@ export class RemoteStore {
   async #downloadInto(id: Uint8Array, stat: BlobStat, file: File, hasher: ParallelBlake3): Promise<void> {
     let pos = 0;
     let failure: Error | undefined;
-    /** The chunk write and the background fdatasync in flight (neither rejects): awaited before `file` goes back to the cache, even when the call fails. */
+    /** The chunk write and the background fdatasyncs in flight (none rejects): awaited before `file` goes back to the cache, even when the call fails. */
     let writing: Promise<void> | undefined;
-    let syncing: Promise<void> | undefined;
-    let syncDueAt = BLOB_SYNC_BEHIND_BYTES;
+    const writeback = new WritebackPacer(file, (e) => {
+      failure ??= e as Error;
+    });
     const reply = this.#call("blobDownload", [id, stat.blobSerial], (name, args): void | Promise<void> => {
       if (failure !== undefined) return;
       try {
@@ -1236,14 +1237,7 @@ export class RemoteStore {
           pos += data.length;
           const start = (): void => {
             const written = file.writeAsync(data, at);
-            if (at >= syncDueAt && syncing === undefined) {
-              syncDueAt = at + BLOB_SYNC_BEHIND_BYTES;
-              syncing = file.datasyncAsync().then(undefined, (e) => {
-                failure ??= e as Error;
-              }).finally(() => {
-                syncing = undefined;
-              });
-            }
+            writeback.wrote(at);
             hasher.update(data);
             writing = written.then(release, (e) => {
               failure ??= e as Error;
@@ -1265,7 +1259,7 @@ export class RemoteStore {
       await reply;
     } finally {
       await writing;
-      await syncing;
+      await writeback.settled();
     }
     if (failure !== undefined) throw failure;
     if (pos !== stat.length) throw new IntegrityError(`blob ${idHex(id)}: the download ended after ${pos} of ${stat.length} bytes`);
