@@ -113,8 +113,16 @@ class DenoFile implements File {
    */
   #syncHandle: Deno.FsFile | undefined;
 
+  /**
+   * The absolute path: a worker has a resource table of its own, so it
+   * opens the file itself. Resolved at open, as a later chdir would point a
+   * relative one elsewhere.
+   */
+  readonly workerRef: string;
+
   constructor(readonly path: string, file: Deno.FsFile) {
     this.#file = file;
+    this.workerRef = path.startsWith("/") ? path : resolvePath(Deno.cwd(), path);
   }
 
   #open(syscall: string): Deno.FsFile {
@@ -443,10 +451,21 @@ function denoRemoveExpecting(path: string, kind: "file" | "directory"): void {
 /**
  * A Web Worker that hashes blob pieces (src/hashthread.ts), from a blob:
  * URL of its source, so no file sits beside the module (a `deno compile`
- * binary carries it). It needs no permissions.
+ * binary carries it). It reads the files of pieces given by reference
+ * (DenoFile.workerRef), with the read permission it inherits.
  */
 function denoHashWorker(): WorkerHashThread {
   const source = `const post = (m) => self.postMessage(m);
+const openRef = (path) => Deno.openSync(path, { read: true });
+const closeRef = (file) => file.close();
+function readAt(file, bytes, position) {
+  file.seekSync(position, Deno.SeekMode.Start);
+  for (let done = 0; done < bytes.length;) {
+    const n = file.readSync(bytes.subarray(done));
+    if (n === null || n === 0) throw new Error("segstore hash thread: the file ends at " + (position + done) + ", inside the piece it was given");
+    done += n;
+  }
+}
 ${HASH_THREAD_HANDLER_SOURCE}
 self.onmessage = (e) => handle(e.data);`;
   const url = URL.createObjectURL(new Blob([source], { type: "text/javascript" }));

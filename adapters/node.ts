@@ -84,8 +84,12 @@ class NodeFile implements File {
   /** A datasyncAsync is running in the libuv pool (the same hazard). */
   #syncing = false;
 
+  /** The descriptor: a worker thread reads it with pread, which moves no file offset, so it never disturbs this thread. */
+  readonly workerRef: number;
+
   constructor(readonly path: string, fd: number) {
     this.#fd = fd;
+    this.workerRef = fd;
   }
 
   #open(syscall: string): number {
@@ -415,7 +419,18 @@ async function nodeConnect(url: string): Promise<Connection> {
  */
 function nodeHashWorker(): WorkerHashThread {
   const source = `const { parentPort } = require("node:worker_threads");
+const { readSync } = require("node:fs");
 const post = (m) => parentPort.postMessage(m);
+// A file reference is a descriptor this process has open (NodeFile.workerRef): nothing to open or close.
+const openRef = (fd) => fd;
+const closeRef = () => {};
+function readAt(fd, bytes, position) {
+  for (let done = 0; done < bytes.length;) {
+    const n = readSync(fd, bytes, done, bytes.length - done, position + done);
+    if (n === 0) throw new Error("segstore hash thread: the file ends at " + (position + done) + ", inside the piece it was given");
+    done += n;
+  }
+}
 ${HASH_THREAD_HANDLER_SOURCE}
 parentPort.once("message", handle);`;
   const worker = new Worker(source, { eval: true });

@@ -17,12 +17,19 @@
  * small blob less to hash), and stops at release() (or, for a hasher
  * nobody finishes, after a second of idleness: src/hashthread.ts).
  *
+ * A hasher created with a backing file (the temp file a blob is written
+ * to, the blob file a verified read reads) gives the thread places in that
+ * file instead of copies, once `written` says the bytes are there: the
+ * worker reads them from the page cache itself, and this thread, which
+ * also runs the socket and the writes, copies nothing for it.
+ *
  * Without a hash thread (an adapter that offers none, one that failed to
  * start, or HASH_WORKERS_MAX already busy), every piece is hashed here:
  * the same digest, one core.
  */
 import { assert, BLOB_HASH_SIZE } from "./format.ts";
 import { type HasherInstance, hasherInstance, hasherInstanceRelease } from "./blake3.ts";
+import type { File } from "./fs.ts";
 
 /** Bytes per piece: assembly/blake3.ts PIECE_BYTES (checked against the module at first use). */
 export const PIECE_BYTES = 256 * 1024;
@@ -36,18 +43,41 @@ const PIECE_CHUNKS = PIECE_BYTES / 1024;
 export const HASH_THREAD_QUEUE_MAX = 8;
 /** A stream gets a hash thread only after this many pieces (8 MiB): smaller ones hash faster than a worker starts. */
 export const HASH_THREAD_AFTER_PIECES = 32;
+/**
+ * Bytes of a file reference given as a string (a path), at most: Linux's
+ * PATH_MAX. A file with a longer one is not read by the thread: its pieces
+ * are copied to it, as a stream's are.
+ */
+export const REF_BYTES_MAX = 4096;
+
+/**
+ * A piece the hash thread reads from a file itself, so the caller's thread
+ * copies nothing: its PIECE_BYTES are at `offset` in the file, written
+ * before it is given.
+ */
+export interface FilePiece {
+  /** The adapter's reference to the file for its worker (File.workerRef): a number, or a path's UTF-8 bytes. */
+  readonly ref: number | Uint8Array;
+  /** Differs for every file given, so a worker never takes a new file for one it has open. */
+  readonly fileId: number;
+  readonly offset: number;
+  /** Fills `into` (PIECE_BYTES) with the piece on the caller's thread, for recover(); throws if it cannot. */
+  readBack(into: Uint8Array): void;
+}
 
 /** A thread that hashes pieces: what an adapter offers (adapters/node.ts, adapters/deno.ts; src/hashthread.ts). */
 export interface HashThread {
   /**
    * Gives the thread `piece` (PIECE_BYTES, copied: the caller may reuse it
-   * at once) as the subtree at chunk `counter`; `onCV` gets its chaining
-   * value during a later `submit` or `finished`, pieces in the
-   * order given. Only while `queued` is under HASH_THREAD_QUEUE_MAX.
-   * Returns false, taking nothing, when no worker can be had (too many
-   * running, or none can start); throws the thread's failure once it failed.
+   * at once; or a FilePiece, read by the thread) as the subtree at chunk
+   * `counter`; `onCV` gets its chaining value during a later `submit`,
+   * `finished` or `recover` (or the error that kept recover from reading a
+   * file piece back), pieces in the order given. Only while `queued` is
+   * under HASH_THREAD_QUEUE_MAX. Returns false, taking nothing, when no
+   * worker can be had (too many running, or none can start); throws the
+   * thread's failure once it failed.
    */
-  submit(piece: Uint8Array, counter: number, onCV: (cv: Uint8Array) => void): boolean;
+  submit(piece: Uint8Array | FilePiece, counter: number, onCV: (cv: Uint8Array | Error) => void): boolean;
   /** Pieces given and not yet hashed, known at once (a counter the thread updates in shared memory). */
   readonly queued: number;
   /** Resolves once every piece given is hashed and handed over; rejects if the thread failed or was stopped. */
@@ -55,8 +85,8 @@ export interface HashThread {
   /**
    * After the thread failed (`submit` threw or `finished` rejected): hands
    * over the values of the pieces it took and never finished, computed by
-   * `hashHere` from the copies it still holds, so a dead worker costs time,
-   * never a digest.
+   * `hashHere` from the copies it still holds (a file piece is read back
+   * first), so a dead worker costs time, never a digest.
    */
   recover(hashHere: (piece: Uint8Array, counter: number) => Uint8Array): void;
   /** Stops the thread; a `finished` still waiting rejects. */
@@ -64,6 +94,8 @@ export interface HashThread {
 }
 
 let hashThreadStart: (() => HashThread) | undefined;
+/** The next FilePiece.fileId. */
+let nextFileId = 1;
 
 /**
  * Lets parallel hashers start hash threads with `start` (the runtime's
@@ -105,7 +137,7 @@ export class ParallelBlake3 {
    * those the thread has not handed over yet. Folded as soon as the front
    * is known, so memory stays flat whatever the blob's size.
    */
-  #unfolded: (Uint8Array | undefined)[] = [];
+  #unfolded: (Uint8Array | Error | undefined)[] = [];
   /**
    * The bytes after the last piece: at most PIECE_BYTES, dispatched once
    * more input arrives. Grown as needed, so hashing a small blob does not
@@ -116,17 +148,46 @@ export class ParallelBlake3 {
   #thread: HashThread | undefined;
   #threadTried = false;
   #digested = false;
+  /** The file the input is also written to (see create), when the thread can read it. */
+  #backing: { file: File; ref: number | Uint8Array; fileId: number } | undefined;
+  /** Pieces kept for the thread until `written` says their bytes are in the backing file, in order. */
+  #deferred: number[] = [];
+  /** Bytes of input known to be in the backing file. */
+  #written = 0;
+  /** The thread turned a piece down (no worker to be had): pieces are no longer kept for it. */
+  #refused = false;
 
-  private constructor(instance: HasherInstance) {
+  private constructor(instance: HasherInstance, backing: File | undefined) {
     this.#instance = instance;
     const piece = instance.exports.PIECE_BYTES.value as number;
     assert(piece === PIECE_BYTES, `BLAKE3 module's pieces are ${piece} bytes, this file expects ${PIECE_BYTES}`);
     instance.exports.reset();
+    const ref = backing?.workerRef;
+    if (backing !== undefined && ref !== undefined) {
+      const encoded = typeof ref === "number" ? ref : new TextEncoder().encode(ref);
+      if (typeof encoded === "number" || encoded.length <= REF_BYTES_MAX) {
+        this.#backing = { file: backing, ref: encoded, fileId: nextFileId };
+        nextFileId = (nextFileId + 1) | 0;
+      }
+    }
   }
 
-  /** A fresh hasher; `{ debug: true }` uses the debug build (assertions on). */
-  static create(options: { debug?: boolean } = {}): ParallelBlake3 {
-    return new ParallelBlake3(hasherInstance(options.debug === true));
+  /**
+   * A fresh hasher; `{ debug: true }` uses the debug build (assertions on).
+   * `{ backing: file }` says each byte given to update() is also written at
+   * the same offset of `file` (from 0), and that `written(n)` will say when
+   * the first n are there (digest() taking all as written): the hash
+   * thread then reads its pieces from the file instead of being handed
+   * copies, so this thread copies nothing for it. The file must stay open
+   * until digest() returns. Without a File.workerRef, as for the in-memory
+   * FaultyFs, it is ignored.
+   *
+   * @example
+   * const hasher = ParallelBlake3.create({ backing: file });
+   * await file.writeAsync(chunk, 0); hasher.update(chunk); hasher.written(chunk.length);
+   */
+  static create(options: { debug?: boolean; backing?: File } = {}): ParallelBlake3 {
+    return new ParallelBlake3(hasherInstance(options.debug === true), options.backing);
   }
 
   #live(): HasherInstance {
@@ -165,6 +226,17 @@ export class ParallelBlake3 {
     this.#held = grown;
   }
 
+  /**
+   * Says the first `bytes` of the input are in the backing file (see
+   * create), so the thread may read the pieces kept for it. A no-op
+   * without one.
+   */
+  written(bytes: number): void {
+    this.#live();
+    if (bytes > this.#written) this.#written = bytes;
+    this.#submitDeferred(false);
+  }
+
   /** Hashes `piece` (PIECE_BYTES, the next piece of the input) on the thread if it keeps up, else here. */
   #dispatch(piece: Uint8Array): void {
     const n = this.#pieces++;
@@ -172,23 +244,72 @@ export class ParallelBlake3 {
     const thread = this.#threadFor();
     this.#unfolded.push(undefined);
     let taken = false;
-    if (thread !== undefined && thread.queued < HASH_THREAD_QUEUE_MAX) {
-      try {
-        // Piece n is never folded before its value comes, so #folded <= n when the callback runs.
-        taken = thread.submit(piece, counter, (cv) => void (this.#unfolded[n - this.#folded] = cv));
-      } catch {
-        // The thread failed: this piece and the ones after it are hashed here (digest() recovers the ones it held).
+    if (thread !== undefined && thread.queued + this.#deferred.length < HASH_THREAD_QUEUE_MAX) {
+      if (this.#backing !== undefined && !this.#refused) {
+        // The thread will read it from the file, once it is there: nothing is copied.
+        this.#deferred.push(n);
+        taken = true;
+      } else {
+        taken = this.#submit(thread, piece, n);
       }
     }
     if (!taken) this.#unfolded[n - this.#folded] = pieceHere(this.#live(), piece, counter);
+    this.#submitDeferred(false);
+  }
+
+  /** Gives piece `n` (its bytes, or where it is in the backing file) to the thread; false if it did not take it. */
+  #submit(thread: HashThread, piece: Uint8Array | FilePiece, n: number): boolean {
+    try {
+      // Piece n is never folded before its value comes, so #folded <= n when the callback runs.
+      return thread.submit(piece, n * PIECE_CHUNKS, (cv) => void (this.#unfolded[n - this.#folded] = cv));
+    } catch {
+      // The thread failed: this piece and the ones after it are hashed here (digest() recovers the ones it held).
+      return false;
+    }
+  }
+
+  /** Gives the thread the deferred pieces now in the backing file (`all`: every one), hashing here those it cannot take; then folds. */
+  #submitDeferred(all: boolean): void {
+    const backing = this.#backing;
+    while (backing !== undefined && this.#deferred.length > 0) {
+      const n = this.#deferred[0]!;
+      const offset = n * PIECE_BYTES;
+      if (!all && offset + PIECE_BYTES > this.#written) break;
+      this.#deferred.shift();
+      const readBack = (into: Uint8Array): void => this.#readBack(offset, into);
+      const thread = this.#thread;
+      // The queue has room: pieces were kept only while it and they stayed under the limit, and only this hasher feeds it.
+      const taken = thread !== undefined && thread.queued < HASH_THREAD_QUEUE_MAX &&
+        this.#submit(thread, { ref: backing.ref, fileId: backing.fileId, offset, readBack }, n);
+      if (!taken) {
+        this.#refused = true;
+        // Its bytes are not kept here: read them back, straight into the instance's input region.
+        const { exports, memory, inputPtr, outPtr } = this.#instance!;
+        readBack(memory.subarray(inputPtr, inputPtr + PIECE_BYTES));
+        exports.pieceCV(BigInt(n * PIECE_CHUNKS));
+        this.#unfolded[n - this.#folded] = memory.slice(outPtr, outPtr + BLOB_HASH_SIZE);
+      }
+    }
     this.#fold();
   }
 
-  /** Adds the known chaining values at the front, in order, to the instance's tree. */
+  /** Reads PIECE_BYTES at `offset` of the backing file into `into`, or throws. */
+  #readBack(offset: number, into: Uint8Array): void {
+    const backing = this.#backing!;
+    const got = backing.file.read(into.subarray(0, PIECE_BYTES), offset);
+    if (got !== PIECE_BYTES) {
+      throw new Error(`segstore: reading back ${PIECE_BYTES} bytes at offset ${offset} of ${backing.file.path} to hash them gave ${got}: the file is shorter than the bytes hashed`);
+    }
+  }
+
+  /** Adds the known chaining values at the front, in order, to the instance's tree; throws a piece's error. */
   #fold(): void {
     const { exports, memory, outPtr } = this.#instance!;
     while (this.#unfolded.length > 0 && this.#unfolded[0] !== undefined) {
-      memory.set(this.#unfolded.shift()!, outPtr);
+      const cv = this.#unfolded[0];
+      if (cv instanceof Error) throw cv;
+      this.#unfolded.shift();
+      memory.set(cv, outPtr);
       exports.pushPiece();
       this.#folded++;
     }
@@ -213,6 +334,8 @@ export class ParallelBlake3 {
     const instance = this.#live();
     const { exports, memory, inputPtr, inputSize, outPtr } = instance;
     this.#digested = true;
+    // Every byte given is in the backing file by now (the caller's promise): the thread may have them all.
+    this.#submitDeferred(true);
     const thread = this.#thread;
     if (thread !== undefined) {
       let failed = false;

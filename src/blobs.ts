@@ -455,7 +455,6 @@ function sourceKind(source: unknown): "stream" | "iterable" | "path" {
 async function putBlobStageStream(
   store: Store, source: ReadableStream<Uint8Array> | AsyncIterable<Uint8Array>, temp: string, check: () => void,
 ): Promise<{ length: number; hash: Uint8Array }> {
-  const hasher = ParallelBlake3.create();
   const writer = new BlobTempWriter(store, temp);
   let stopSource: (reason: unknown) => void = () => {};
   try {
@@ -464,7 +463,7 @@ async function putBlobStageStream(
         throw new TypeError(`putBlob: stream chunks must be Uint8Array, got ${chunk === null ? "null" : typeof chunk}`);
       }
       check();
-      await writer.push(chunk, () => hasher.update(chunk));
+      await writer.push(chunk);
     };
     if (typeof (source as ReadableStream<Uint8Array>).getReader === "function") {
       const reader = (source as ReadableStream<Uint8Array>).getReader();
@@ -489,15 +488,14 @@ async function putBlobStageStream(
       }
     }
     check();
-    const length = await writer.finish();
-    return { length, hash: await hasher.digest() };
+    return await writer.finish();
   } catch (e) {
     // The source's error is passed on as is; ours cancel the source so its producer stops.
     stopSource(e);
     await writer.abort();
     throw e;
   } finally {
-    hasher.release();
+    writer.release();
   }
 }
 
@@ -562,34 +560,38 @@ function putBlobCheckMoveSource(store: Store, from: string): void {
   throw new TypeError(`putBlob: cannot move ${from}: it is a file of store ${store.path}`);
 }
 
-/** The length and BLAKE3 of a file, read in chunks. */
+/** The length and BLAKE3 of a file, read in chunks (the hash thread reads its pieces from the file itself). */
 async function hashFile(store: Store, path: string, check: () => void): Promise<{ length: number; hash: Uint8Array }> {
-  const hasher = ParallelBlake3.create();
   const file = openSource(store, path);
+  const hasher = ParallelBlake3.create({ backing: file });
   try {
-    const length = await readChunks(store, file, check, (chunk) => void hasher.update(chunk));
+    let read = 0;
+    const length = await readChunks(store, file, check, (chunk) => {
+      hasher.update(chunk);
+      read += chunk.length;
+      hasher.written(read);
+    });
     return { length, hash: await hasher.digest() };
   } finally {
-    file.close();
+    // The hasher first: its thread may be reading the file.
     hasher.release();
+    file.close();
   }
 }
 
 /** Copies `from` into a new temp file, hashing; removes the temp file on error. */
 async function copyFile(store: Store, from: string, temp: string, check: () => void): Promise<{ length: number; hash: Uint8Array }> {
-  const hasher = ParallelBlake3.create();
   const src = openSource(store, from);
   const writer = new BlobTempWriter(store, temp);
   try {
-    await readChunks(store, src, check, (chunk) => writer.push(chunk, () => hasher.update(chunk)));
-    const length = await writer.finish();
-    return { length, hash: await hasher.digest() };
+    await readChunks(store, src, check, (chunk) => writer.push(chunk));
+    return await writer.finish();
   } catch (e) {
     await writer.abort();
     throw e;
   } finally {
     src.close();
-    hasher.release();
+    writer.release();
   }
 }
 
@@ -660,16 +662,20 @@ export class WritebackPacer {
 }
 
 /**
- * Writes a blob's temp file: chunks at the running offset with
- * `File.writeAsync`, hashed (`alongside`) while the kernel copies them.
- * A chunk of at least BLOB_WRITE_BUFFER_SIZE is written as it is and
- * awaited before push returns (its owner may reuse it then); smaller ones
- * are gathered into one of two buffers, and a full buffer is written while
- * the other fills. At most one write is in flight (the File contract).
- * `finish` fdatasyncs and closes; `abort` closes and unlinks.
+ * Writes a blob's temp file and hashes it: chunks at the running offset
+ * with `File.writeAsync`, each given to the hasher (`alongside`) while the
+ * kernel copies it, and the hasher told once it is written (its thread
+ * reads pieces from the file: ParallelBlake3's backing). A chunk of at
+ * least BLOB_WRITE_BUFFER_SIZE is written as it is and awaited before
+ * push returns (its owner may reuse it then); smaller ones are gathered
+ * into one of two buffers, and a full buffer is written while the other
+ * fills. At most one write is in flight (the File contract). `finish`
+ * digests, fdatasyncs and closes; `abort` closes and unlinks.
  */
 class BlobTempWriter {
   private readonly file: File;
+  /** The blob's hasher, backed by the temp file. */
+  readonly hasher: ParallelBlake3;
   /** Bytes handed to writes so far, the one in flight included. */
   private offset = 0;
   /** The buffer being filled, and the other one (possibly being written). */
@@ -692,10 +698,12 @@ class BlobTempWriter {
     this.writeback = new WritebackPacer(this.file, (e) => {
       this.failure ??= storageError(e, store.path, path, "putBlob: background fdatasync");
     });
+    this.hasher = ParallelBlake3.create({ backing: this.file });
   }
 
-  /** Writes `chunk` after everything before it, running `alongside` (the hash) while the write runs. */
-  async push(chunk: Uint8Array, alongside: () => void): Promise<void> {
+  /** Writes and hashes `chunk` after everything before it (the hash runs while the write does). */
+  async push(chunk: Uint8Array): Promise<void> {
+    const alongside = (): void => void this.hasher.update(chunk);
     assert(!this.done, "push after finish or abort");
     if (this.offset + this.fill + chunk.length > BLOB_LENGTH_MAX) {
       throw new RangeError(`putBlob: blob ${this.path} would pass ${BLOB_LENGTH_MAX} bytes`);
@@ -744,7 +752,7 @@ class BlobTempWriter {
     this.writeback.wrote(at);
   }
 
-  /** Waits for the write in flight; throws its failure, or an earlier one. */
+  /** Waits for the write in flight and tells the hasher; throws its failure, or an earlier one. */
   private async settle(): Promise<void> {
     const pending = this.inFlight;
     if (pending !== undefined) {
@@ -752,12 +760,20 @@ class BlobTempWriter {
       this.inFlight = undefined;
     }
     if (this.failure !== undefined) throw this.failure;
+    this.hasher.written(this.offset);
   }
 
-  /** Writes what is gathered, fdatasyncs and closes; returns the length. */
-  async finish(): Promise<number> {
+  /**
+   * Writes what is gathered, digests, fdatasyncs and closes: the length and
+   * the BLAKE3. The hash thread's last pieces are hashed while this thread
+   * waits in fdatasync, and the file is closed only after the digest (the
+   * thread reads it).
+   */
+  async finish(): Promise<{ length: number; hash: Uint8Array }> {
     await this.flush();
     await this.settle();
+    const digest = this.hasher.digest();
+    digest.catch(() => {}); // awaited below; a failure of the fdatasync first must not leave it unhandled
     await this.writeback.settled();
     if (this.failure !== undefined) throw this.failure;
     try {
@@ -766,19 +782,26 @@ class BlobTempWriter {
       throw storageError(e, this.store.path, this.path, "putBlob: fdatasync");
     }
     assert(this.file.size() === this.offset, `temp file ${this.path} holds what was written`);
+    const hash = await digest;
     this.done = true;
     this.file.close();
-    return this.offset;
+    return { length: this.offset, hash };
   }
 
-  /** Closes and removes the temp file (after any failure), once no write is in flight. */
+  /** Stops the hasher, then closes and removes the temp file (after any failure), once no write is in flight. */
   async abort(): Promise<void> {
     this.done = true;
+    this.hasher.release();
     await this.inFlight;
     this.inFlight = undefined;
     await this.writeback.settled();
     this.file.close();
     unlinkQuiet(this.store.fs, this.path);
+  }
+
+  /** Gives the hasher back (after finish or abort; safe twice). */
+  release(): void {
+    this.hasher.release();
   }
 }
 
@@ -841,8 +864,9 @@ function openBlobStream(store: Store, file: File, path: string, total: number, h
   const closeFile = (): void => {
     if (closed) return;
     closed = true;
-    file.close();
+    // The hasher first: its thread may be reading the file.
     hasher?.release();
+    file.close();
   };
   // A byte stream: a BYOB reader's buffer is filled in place (no allocation per chunk); a default reader gets
   // buffers of BLOB_READ_CHUNK_SIZE allocated by the stream (autoAllocateChunkSize), so byobRequest is always set.
@@ -850,7 +874,8 @@ function openBlobStream(store: Store, file: File, path: string, total: number, h
     type: "bytes",
     autoAllocateChunkSize: BLOB_READ_CHUNK_SIZE,
     start() {
-      if (hash !== undefined) hasher = ParallelBlake3.create();
+      // Backed by the blob file itself: the hash thread reads its pieces there rather than being handed copies.
+      if (hash !== undefined) hasher = ParallelBlake3.create({ backing: file });
     },
     async pull(controller) {
       const request = controller.byobRequest!;
@@ -872,6 +897,7 @@ function openBlobStream(store: Store, file: File, path: string, total: number, h
           }
           hasher?.update(view.subarray(0, n));
           position += n;
+          hasher?.written(position);
         }
         if (position < total) {
           request.respond(n);

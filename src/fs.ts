@@ -90,6 +90,13 @@ export interface FileStat {
 export interface File {
   /** The path it was opened with, for error messages. */
   readonly path: string;
+  /**
+   * How a worker thread of this process reads the same file, in the form
+   * the adapter's hash-thread prologue takes (`openRef`): Node, the file
+   * descriptor (shared by all threads); Deno, the path. Undefined where no
+   * other thread can see the file (the in-memory FaultyFs).
+   */
+  readonly workerRef?: number | string;
   /** Reads up to `buf.length` bytes at `position`; short only at end of file. */
   read(buf: Uint8Array, position: number): number;
   /** Writes all of `buf` at `position`, or throws. */

@@ -16,6 +16,13 @@
  *   cvs (32 B x Q)       the chaining value of the piece in each slot
  *   slots (PIECE x Q)    the pieces
  *
+ *   offsets (f64 x Q)    for a piece the worker reads from a file: its offset there
+ *   refs (i32 x 3Q)      per slot: the file's id, the kind of its reference
+ *                        (none: the piece is in its slot; a number, in
+ *                        `numbers`; a string, in `strings`), and the
+ *                        string's length in UTF-8 bytes
+ *   numbers (f64 x Q), strings (REF_BYTES_MAX x Q): the references
+ *
  * with Q = HASH_THREAD_QUEUE_MAX. Piece n lives in slot n % Q. This thread
  * fills a slot only while fewer than Q pieces are unfinished, and takes the
  * chaining values of finished pieces (harvest) before it fills a slot, so a
@@ -23,11 +30,20 @@
  * Atomics.wait on SUBMITTED. One message ever goes to it (the module's
  * bytes and the shared memory), and it sends one back only when this
  * thread has set WAKE because it awaits the last pieces (`finished`), or
- * when it fails. The copy of a piece into its slot is the price of the
- * worker: about 65 ms per GiB here, against the ~1 s the hash costs.
+ * when it fails.
+ *
+ * The copy of a piece into its slot is the price of the worker: cheap
+ * alone (about 65 ms per GiB), but the bytes cross from this core to the
+ * worker's, and with a socket, a file write and the other side of a
+ * transfer sharing two cores it took 0.4 s of this thread per GiB (a
+ * third of its time in a W8 upload, by perf). So a piece already written
+ * to a file goes by reference instead (a FilePiece): the worker reads it
+ * from the page cache straight into its wasm memory, through the adapter's
+ * `openRef`/`readAt`/`closeRef` (a file descriptor it shares under Node, a
+ * path it opens under Deno), and this thread copies nothing.
  */
 import { blake3ModuleBytes } from "./blake3.ts";
-import { type HashThread, HASH_THREAD_QUEUE_MAX, PIECE_BYTES } from "./blake3parallel.ts";
+import { type FilePiece, type HashThread, HASH_THREAD_QUEUE_MAX, PIECE_BYTES, REF_BYTES_MAX } from "./blake3parallel.ts";
 import { assert, BLOB_HASH_SIZE } from "./format.ts";
 
 // Control words (i32 index) and the regions of the shared memory (byte offsets).
@@ -36,42 +52,94 @@ const DONE = 1;
 const STOP = 2;
 const WAKE = 3;
 const CONTROL_BYTES = 64;
+const Q = HASH_THREAD_QUEUE_MAX;
 const COUNTERS_AT = CONTROL_BYTES;
-const CVS_AT = COUNTERS_AT + 8 * HASH_THREAD_QUEUE_MAX;
-const SLOTS_AT = CVS_AT + BLOB_HASH_SIZE * HASH_THREAD_QUEUE_MAX;
-const SHARED_BYTES = SLOTS_AT + PIECE_BYTES * HASH_THREAD_QUEUE_MAX;
+const OFFSETS_AT = COUNTERS_AT + 8 * Q;
+const NUMBERS_AT = OFFSETS_AT + 8 * Q;
+const REFS_AT = NUMBERS_AT + 8 * Q;
+const CVS_AT = REFS_AT + 4 * 3 * Q;
+const STRINGS_AT = CVS_AT + BLOB_HASH_SIZE * Q;
+const SLOTS_AT = Math.ceil((STRINGS_AT + REF_BYTES_MAX * Q) / 64) * 64;
+const SHARED_BYTES = SLOTS_AT + PIECE_BYTES * Q;
+// Per slot in refs: [file id, kind, string length]; kinds:
+const REF_NONE = 0;
+const REF_NUMBER = 1;
+const REF_STRING = 2;
 
 /**
- * The worker's code, in plain JavaScript. It expects `post(msg)` to be
- * defined before it (the adapter's prologue) and is called as
- * `handle(message)` once, with `{ wasm, shared }`; it then serves pieces
- * until STOP is set.
+ * How long the worker keeps a file open once it has no piece to hash: a
+ * stream's next pieces usually come sooner, and opening costs a syscall.
+ */
+const HASH_THREAD_FILE_LINGER_MS = 100;
+
+/**
+ * The worker's code, in plain JavaScript. It expects, defined before it
+ * (the adapter's prologue): `post(msg)`; `openRef(ref)`, which makes a
+ * handle of a file reference (File.workerRef); `readAt(handle, bytes,
+ * position)`, which fills `bytes` from the file or throws; and
+ * `closeRef(handle)`. It is called as `handle(message)` once, with
+ * `{ wasm, shared }`, and then serves pieces until STOP is set.
  */
 export const HASH_THREAD_HANDLER_SOURCE = `
 function handle(m) {
   const ctl = new Int32Array(m.shared, 0, ${CONTROL_BYTES / 4});
+  let open;
+  const closeOpen = () => {
+    if (open === undefined) return;
+    const h = open.handle;
+    open = undefined;
+    closeRef(h);
+  };
   try {
     const abort = () => { throw new Error("BLAKE3 wasm abort in the hash thread"); };
     const ex = new WebAssembly.Instance(new WebAssembly.Module(m.wasm), { env: { abort } }).exports;
     const mem = new Uint8Array(ex.memory.buffer);
     const inputPtr = ex.INPUT_PTR.value, outPtr = ex.OUT_PTR.value;
-    const counters = new Float64Array(m.shared, ${COUNTERS_AT}, ${HASH_THREAD_QUEUE_MAX});
-    const cvs = new Uint8Array(m.shared, ${CVS_AT}, ${BLOB_HASH_SIZE * HASH_THREAD_QUEUE_MAX});
-    const slots = new Uint8Array(m.shared, ${SLOTS_AT}, ${PIECE_BYTES * HASH_THREAD_QUEUE_MAX});
+    const input = mem.subarray(inputPtr, inputPtr + ${PIECE_BYTES});
+    const counters = new Float64Array(m.shared, ${COUNTERS_AT}, ${Q});
+    const offsets = new Float64Array(m.shared, ${OFFSETS_AT}, ${Q});
+    const numbers = new Float64Array(m.shared, ${NUMBERS_AT}, ${Q});
+    const refs = new Int32Array(m.shared, ${REFS_AT}, ${3 * Q});
+    const strings = new Uint8Array(m.shared, ${STRINGS_AT}, ${REF_BYTES_MAX * Q});
+    const cvs = new Uint8Array(m.shared, ${CVS_AT}, ${BLOB_HASH_SIZE * Q});
+    const slots = new Uint8Array(m.shared, ${SLOTS_AT}, ${PIECE_BYTES * Q});
+    const decoder = new TextDecoder();
     for (let n = 0; ; n++) {
       while (Atomics.load(ctl, ${SUBMITTED}) === n) {
-        if (Atomics.load(ctl, ${STOP}) !== 0) return;
-        Atomics.wait(ctl, ${SUBMITTED}, n);
+        if (Atomics.load(ctl, ${STOP}) !== 0) return closeOpen();
+        // A file stays open a moment for the stream's next piece; no file is held while idle.
+        if (open === undefined || Atomics.wait(ctl, ${SUBMITTED}, n, ${HASH_THREAD_FILE_LINGER_MS}) === "timed-out") {
+          closeOpen();
+          Atomics.wait(ctl, ${SUBMITTED}, n);
+        }
       }
-      if (Atomics.load(ctl, ${STOP}) !== 0) return;
-      const slot = n % ${HASH_THREAD_QUEUE_MAX};
-      mem.set(slots.subarray(slot * ${PIECE_BYTES}, (slot + 1) * ${PIECE_BYTES}), inputPtr);
+      if (Atomics.load(ctl, ${STOP}) !== 0) return closeOpen();
+      const slot = n % ${Q};
+      const kind = refs[slot * 3 + 1];
+      if (kind === ${REF_NONE}) {
+        input.set(slots.subarray(slot * ${PIECE_BYTES}, (slot + 1) * ${PIECE_BYTES}));
+      } else {
+        const id = refs[slot * 3];
+        if (open === undefined || open.id !== id) {
+          closeOpen();
+          const ref = kind === ${REF_NUMBER}
+            ? numbers[slot]
+            : decoder.decode(strings.slice(slot * ${REF_BYTES_MAX}, slot * ${REF_BYTES_MAX} + refs[slot * 3 + 2]));
+          open = { id, handle: openRef(ref) };
+        }
+        readAt(open.handle, input, offsets[slot]);
+      }
       ex.pieceCV(BigInt(counters[slot]));
       cvs.set(mem.subarray(outPtr, outPtr + ${BLOB_HASH_SIZE}), slot * ${BLOB_HASH_SIZE});
       Atomics.store(ctl, ${DONE}, n + 1);
       if (Atomics.compareExchange(ctl, ${WAKE}, 1, 0) === 1) post("wake");
     }
   } catch (e) {
+    try {
+      closeOpen();
+    } catch {
+      // the failure being reported matters more
+    }
     post({ error: String((e && e.stack) || e) });
   }
 }
@@ -115,11 +183,15 @@ export interface HashWorkerPort {
 export function hashThreadOver(port: HashWorkerPort): WorkerHashThread {
   const shared = new SharedArrayBuffer(SHARED_BYTES);
   const ctl = new Int32Array(shared, 0, CONTROL_BYTES / 4);
-  const counters = new Float64Array(shared, COUNTERS_AT, HASH_THREAD_QUEUE_MAX);
-  const cvs = new Uint8Array(shared, CVS_AT, BLOB_HASH_SIZE * HASH_THREAD_QUEUE_MAX);
-  const slots = new Uint8Array(shared, SLOTS_AT, PIECE_BYTES * HASH_THREAD_QUEUE_MAX);
-  /** Where each unharvested piece's chaining value goes, oldest first. */
-  const pending: ((cv: Uint8Array) => void)[] = [];
+  const counters = new Float64Array(shared, COUNTERS_AT, Q);
+  const offsets = new Float64Array(shared, OFFSETS_AT, Q);
+  const numbers = new Float64Array(shared, NUMBERS_AT, Q);
+  const refs = new Int32Array(shared, REFS_AT, 3 * Q);
+  const strings = new Uint8Array(shared, STRINGS_AT, REF_BYTES_MAX * Q);
+  const cvs = new Uint8Array(shared, CVS_AT, BLOB_HASH_SIZE * Q);
+  const slots = new Uint8Array(shared, SLOTS_AT, PIECE_BYTES * Q);
+  /** Each unharvested piece, oldest first: where its chaining value goes, and for a file piece how to read it back. */
+  const pending: { onCV: (cv: Uint8Array | Error) => void; file: FilePiece | undefined }[] = [];
   let submitted = 0;
   let harvested = 0;
   let dead: Error | undefined;
@@ -129,8 +201,8 @@ export function hashThreadOver(port: HashWorkerPort): WorkerHashThread {
   const harvest = (): void => {
     const done = Atomics.load(ctl, DONE);
     for (; harvested < done; harvested++) {
-      const at = (harvested % HASH_THREAD_QUEUE_MAX) * BLOB_HASH_SIZE;
-      pending.shift()!(cvs.slice(at, at + BLOB_HASH_SIZE));
+      const at = (harvested % Q) * BLOB_HASH_SIZE;
+      pending.shift()!.onCV(cvs.slice(at, at + BLOB_HASH_SIZE));
     }
   };
   /** Resolves the waiter once every piece is harvested; else asks the worker for a message after its next piece. */
@@ -180,13 +252,30 @@ export function hashThreadOver(port: HashWorkerPort): WorkerHashThread {
     submit(piece, counter, onCV) {
       if (dead !== undefined) throw dead;
       harvest();
-      if (!(piece.length === PIECE_BYTES && submitted - harvested < HASH_THREAD_QUEUE_MAX)) {
+      const file = piece instanceof Uint8Array ? undefined : piece;
+      if (!((file !== undefined || (piece as Uint8Array).length === PIECE_BYTES) && submitted - harvested < Q)) {
         throw new Error("segstore internal assertion: a hash thread piece is whole and its slot is harvested");
       }
-      const slot = submitted % HASH_THREAD_QUEUE_MAX;
-      slots.set(piece, slot * PIECE_BYTES);
+      const slot = submitted % Q;
+      if (file === undefined) {
+        slots.set(piece as Uint8Array, slot * PIECE_BYTES);
+        refs[slot * 3 + 1] = REF_NONE;
+      } else {
+        assert(Number.isSafeInteger(file.offset) && file.offset >= 0, "a file piece's offset is a whole number");
+        refs[slot * 3] = file.fileId;
+        offsets[slot] = file.offset;
+        if (typeof file.ref === "number") {
+          numbers[slot] = file.ref;
+          refs[slot * 3 + 1] = REF_NUMBER;
+        } else {
+          assert(file.ref.length <= REF_BYTES_MAX, "a file reference given as a string fits its slot");
+          strings.set(file.ref, slot * REF_BYTES_MAX);
+          refs[slot * 3 + 1] = REF_STRING;
+          refs[slot * 3 + 2] = file.ref.length;
+        }
+      }
       counters[slot] = counter;
-      pending.push(onCV);
+      pending.push({ onCV, file });
       submitted++;
       Atomics.store(ctl, SUBMITTED, submitted);
       Atomics.notify(ctl, SUBMITTED);
@@ -197,9 +286,23 @@ export function hashThreadOver(port: HashWorkerPort): WorkerHashThread {
       assert(dead !== undefined, "recover() only takes over from a thread that failed or was stopped");
       harvest();
       // DONE counts only pieces whose value is written, so the rest are re-hashed from their slots, in order.
+      let scratch: Uint8Array | undefined;
       for (; harvested < submitted; harvested++) {
-        const slot = harvested % HASH_THREAD_QUEUE_MAX;
-        pending.shift()!(hashHere(slots.subarray(slot * PIECE_BYTES, (slot + 1) * PIECE_BYTES), counters[slot]!));
+        const slot = harvested % Q;
+        const { onCV, file } = pending.shift()!;
+        if (file === undefined) {
+          onCV(hashHere(slots.subarray(slot * PIECE_BYTES, (slot + 1) * PIECE_BYTES), counters[slot]!));
+          continue;
+        }
+        // A file piece was never copied here: read it back (its owner's file is still open, or the read fails and says so).
+        scratch ??= new Uint8Array(PIECE_BYTES);
+        try {
+          file.readBack(scratch);
+        } catch (e) {
+          onCV(e instanceof Error ? e : new Error(String(e)));
+          continue;
+        }
+        onCV(hashHere(scratch, counters[slot]!));
       }
     },
     finished() {

@@ -4,15 +4,20 @@
 // and fed in random pieces, and really takes pieces; no more than
 // HASH_WORKERS_MAX workers run at once; a thread that fails to start, or
 // dies midway, costs time but never the digest (the pieces a dead thread
-// held are re-hashed here); and the idle stop of a forgotten worker hands
-// its values over first.
+// held are re-hashed here); pieces of a backing file go to the thread as
+// places in the file (none copied; copies where the file is in memory only),
+// and a thread that cannot read them costs time, never the digest; and the
+// idle stop of a forgotten worker hands its values over first.
 import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import "../adapters/runtime.ts"; // the runtime's adapter sets its hash thread starter
-import { SeededRandom } from "../adapters/faulty.ts";
+import { FaultyFs, SeededRandom } from "../adapters/faulty.ts";
+import { runtimeFs } from "../adapters/runtime.ts";
+import type { File } from "../src/fs.ts";
+import { tempDir } from "./_support/tempdir.ts";
 import { hex, referenceHex } from "./_support/blake3-reference.ts";
 import {
-  HASH_THREAD_AFTER_PIECES, type HashThread, hashThreadStarter, ParallelBlake3, PIECE_BYTES, setHashThreadStarter,
+  type FilePiece, HASH_THREAD_AFTER_PIECES, type HashThread, hashThreadStarter, ParallelBlake3, PIECE_BYTES, setHashThreadStarter,
 } from "../src/blake3parallel.ts";
 import { HASH_THREAD_IDLE_STOP_MS, HASH_WORKERS_MAX, idleStopping, type WorkerHashThread } from "../src/hashthread.ts";
 
@@ -34,9 +39,11 @@ async function parallelHex(bytes: Uint8Array, pieces: number[]): Promise<string>
     hasher.release();
   }
 }
-/** The real starter, counting the pieces its threads take. */
-function countingStarter(): { start: () => HashThread; counts: { threads: number; pieces: number } } {
-  const counts = { threads: 0, pieces: 0 };
+/** The real starter, counting the pieces its threads take (`filePieces`: those given as a place in a file); `edit` may change a file piece first. */
+function countingStarter(edit: (piece: FilePiece) => FilePiece = (p) => p): {
+  start: () => HashThread; counts: { threads: number; pieces: number; filePieces: number };
+} {
+  const counts = { threads: 0, pieces: 0, filePieces: 0 };
   const start = (): HashThread => {
     const inner = realStarter!();
     counts.threads++;
@@ -45,8 +52,10 @@ function countingStarter(): { start: () => HashThread; counts: { threads: number
         return inner.queued;
       },
       submit(piece, counter, onCV) {
-        const taken = inner.submit(piece, counter, onCV);
+        const file = !(piece instanceof Uint8Array);
+        const taken = inner.submit(file ? edit(piece) : piece, counter, onCV);
         if (taken) counts.pieces++;
+        if (taken && file) counts.filePieces++;
         return taken;
       },
       finished: () => inner.finished(),
@@ -189,6 +198,115 @@ test("release() while a digest is awaited (a stream cancelled mid-read) fails th
   assert.is(await parallelHex(BIG, [BIG.length]), referenceHex(BIG));
 });
 
+/**
+ * BIG written to `file` in random chunks and hashed with the file as the
+ * hasher's backing, as putBlob does: each chunk given to update() as its
+ * write starts, and written() told once it is done, one chunk late.
+ */
+async function backedHex(file: File, seed: number): Promise<string> {
+  const random = new SeededRandom(seed);
+  const hasher = ParallelBlake3.create({ backing: file });
+  try {
+    let at = 0;
+    let before = 0;
+    while (at < BIG.length) {
+      const n = Math.min(BIG.length - at, 1 + random.below(seed % 2 === 0 ? 3 * PIECE_BYTES : 200_000));
+      const chunk = BIG.subarray(at, at + n);
+      hasher.update(chunk);
+      file.write(chunk, at);
+      hasher.written(before);
+      before = at;
+      at += n;
+    }
+    return hex(await hasher.digest());
+  } finally {
+    hasher.release();
+  }
+}
+
+test("pieces of a backing file go to the thread as places in the file (nothing copied), same digests", async () => {
+  const dir = tempDir("segstore-hashthread-");
+  const { start, counts } = countingStarter();
+  setHashThreadStarter(start);
+  try {
+    const want = referenceHex(BIG);
+    for (const seed of [1, 2, 3]) {
+      const file = runtimeFs.open(`${dir.path}/blob-${seed}`, "w+");
+      try {
+        assert.ok(file.workerRef !== undefined, "the runtime's files can be read by a worker");
+        assert.is(await backedHex(file, seed), want, `seed ${seed}`);
+      } finally {
+        file.close();
+      }
+    }
+    assert.ok(counts.filePieces > 0, `the thread read pieces from the file (${counts.filePieces})`);
+    assert.is(counts.pieces, counts.filePieces, "and was handed no copies");
+  } finally {
+    setHashThreadStarter(realStarter);
+    dir.cleanup();
+  }
+});
+
+test("a backing file no other thread can see (FaultyFs, in memory): pieces are copied to the thread, same digest", async () => {
+  const { start, counts } = countingStarter();
+  setHashThreadStarter(start);
+  try {
+    const file = new FaultyFs({ seed: 5 }).open("/blob", "w+");
+    assert.is(file.workerRef, undefined);
+    assert.is(await backedHex(file, 4), referenceHex(BIG));
+    assert.ok(counts.pieces > 0 && counts.filePieces === 0, `copies only (${counts.pieces} pieces, ${counts.filePieces} by file)`);
+  } finally {
+    setHashThreadStarter(realStarter);
+  }
+});
+
+test("a thread that cannot open the backing file costs time, never the digest: the pieces are read back here", async () => {
+  const dir = tempDir("segstore-hashthread-");
+  let readBack = 0;
+  // A reference to nothing: the worker's read fails, it is stopped, and recover() reads each piece it held on this thread.
+  const { start, counts } = countingStarter((piece) => ({
+    ...piece,
+    ref: new TextEncoder().encode(`${dir.path}/no-such-file`),
+    readBack(into) {
+      readBack++;
+      piece.readBack(into);
+    },
+  }));
+  setHashThreadStarter(start);
+  const file = runtimeFs.open(`${dir.path}/blob`, "w+");
+  try {
+    assert.is(await backedHex(file, 6), referenceHex(BIG));
+    assert.ok(counts.filePieces > 0 && readBack > 0, `${counts.filePieces} pieces given by file, ${readBack} read back here`);
+  } finally {
+    file.close();
+    setHashThreadStarter(realStarter);
+    dir.cleanup();
+  }
+});
+
+test("a piece neither the thread nor this one can read fails the digest, never gives a wrong one", async () => {
+  const dir = tempDir("segstore-hashthread-");
+  const { start } = countingStarter((piece) => ({
+    ...piece,
+    ref: new TextEncoder().encode(`${dir.path}/no-such-file`),
+    readBack() {
+      throw new Error("the piece is gone (test)");
+    },
+  }));
+  setHashThreadStarter(start);
+  const file = runtimeFs.open(`${dir.path}/blob`, "w+");
+  try {
+    await backedHex(file, 8);
+    assert.unreachable("a digest came out of pieces nobody could read");
+  } catch (e) {
+    assert.match((e as Error).message, /the piece is gone/);
+  } finally {
+    file.close();
+    setHashThreadStarter(realStarter);
+    dir.cleanup();
+  }
+});
+
 /** A worker stand-in that hashes nothing: it records what idleStopping does with it. */
 function fakeWorker(log: string[]): WorkerHashThread {
   const waiting: ((cv: Uint8Array) => void)[] = [];
@@ -237,7 +355,7 @@ test("idleStopping: a forgotten worker is stopped after the idle time, its value
     started++;
     return fakeWorker(log);
   }, () => {});
-  const got: Uint8Array[] = [];
+  const got: (Uint8Array | Error)[] = [];
   thread.submit(new Uint8Array(PIECE_BYTES), 0, (cv) => got.push(cv));
   assert.is(started, 1);
   assert.is(got.length, 0, "nothing handed over while the worker runs");

@@ -1195,7 +1195,8 @@ export class RemoteStore {
   /**
    * One blobDownload call: the server pushes blobStart and blobChunks (each
    * written to `file` and hashed as it arrives, the hash running while the
-   * kernel copies the chunk: writeAsync), then replies. The channel reads
+   * kernel copies the chunk: writeAsync; the hash thread's pieces are read
+   * from `file` once written), then replies. The channel reads
    * the next frame while a chunk is being written, and holds a chunk that
    * arrives before the last one's write is done. A background
    * fdatasync every BLOB_SYNC_BEHIND_BYTES (WritebackPacer, as putBlob's) leaves the cache's
@@ -1203,7 +1204,8 @@ export class RemoteStore {
    * blobStat said.
    */
   async #download(id: Uint8Array, stat: BlobStat, file: File): Promise<void> {
-    const hasher = ParallelBlake3.create();
+    // Backed by the download file: the hash thread reads its pieces there once written, and this thread copies nothing for it.
+    const hasher = ParallelBlake3.create({ backing: file });
     try {
       await this.#downloadInto(id, stat, file, hasher);
     } finally {
@@ -1239,7 +1241,14 @@ export class RemoteStore {
             const written = file.writeAsync(data, at);
             writeback.wrote(at);
             hasher.update(data);
-            writing = written.then(release, (e) => {
+            writing = written.then(() => {
+              release();
+              try {
+                hasher.written(at + data.length);
+              } catch (e) {
+                failure ??= e as Error;
+              }
+            }, (e) => {
               failure ??= e as Error;
               release();
             });
