@@ -246,8 +246,15 @@ const SOCKET_READ_QUEUE_BYTES = 256 * 1024;
 /** Size of each read from the socket: a buffer the reader gave back (recycle), or a fresh one. */
 const SOCKET_READ_CHUNK_BYTES = 64 * 1024;
 /**
- * Read buffers kept for reuse per connection: the queue's worth
- * (SOCKET_READ_QUEUE_BYTES / SOCKET_READ_CHUNK_BYTES) and one being read into.
+ * A client connection's reads and queue: four times a server
+ * connection's, as in adapters/node.ts (fewer, bigger chunks through the
+ * stream and the frame reader; a client has one connection).
+ */
+const CLIENT_READ_CHUNK_BYTES = 4 * SOCKET_READ_CHUNK_BYTES;
+const CLIENT_READ_QUEUE_BYTES = 4 * SOCKET_READ_QUEUE_BYTES;
+/**
+ * Read buffers kept for reuse per connection: the queue's worth (queue
+ * bytes / read bytes, the same for both kinds) and one being read into.
  */
 const SOCKET_READ_SPARE_MAX = SOCKET_READ_QUEUE_BYTES / SOCKET_READ_CHUNK_BYTES + 1;
 /** Unix socket permissions: owner only, so only the store's user can talk to its server. */
@@ -257,12 +264,14 @@ const UNIX_SOCKET_MODE = 0o600;
  * Wraps a Deno.Conn as a Connection of two web streams with half-close.
  *
  * - readable: pulls `conn.read` only while the queue has room (backpressure
- *   reaches the peer through TCP); ends at the peer's FIN.
+ *   reaches the peer through TCP); ends at the peer's FIN. A client's
+ *   connection (`client`) reads bigger chunks.
  * - writable: each write resolves once all its bytes were written to the
  *   socket; close() sends FIN (`closeWrite`). The socket itself is closed
  *   when both directions have ended, on abort/cancel, or by close().
  */
-function denoConnection(conn: Deno.Conn, remote: string): Connection {
+function denoConnection(conn: Deno.Conn, remote: string, client = false): Connection {
+  const readBytes = client ? CLIENT_READ_CHUNK_BYTES : SOCKET_READ_CHUNK_BYTES;
   let readEnded = false;
   let writeEnded = false;
   let closed = false;
@@ -284,7 +293,7 @@ function denoConnection(conn: Deno.Conn, remote: string): Connection {
       let buf: Uint8Array;
       if (spare !== undefined) buf = new Uint8Array(spare);
       else {
-        buf = new Uint8Array(SOCKET_READ_CHUNK_BYTES);
+        buf = new Uint8Array(readBytes);
         ownBuffers.add(buf.buffer);
       }
       let n: number | null;
@@ -309,7 +318,7 @@ function denoConnection(conn: Deno.Conn, remote: string): Connection {
       readEnded = true;
       closeConn();
     },
-  }, new ByteLengthQueuingStrategy({ highWaterMark: SOCKET_READ_QUEUE_BYTES }));
+  }, new ByteLengthQueuingStrategy({ highWaterMark: client ? CLIENT_READ_QUEUE_BYTES : SOCKET_READ_QUEUE_BYTES }));
 
   const writable = new WritableStream<Uint8Array>({
     async write(chunk) {
@@ -424,10 +433,10 @@ async function denoConnect(url: string): Promise<Connection> {
     if (address.transport === "tcp") {
       const conn = await Deno.connect({ hostname: address.hostname, port: address.port, transport: "tcp" });
       conn.setNoDelay(true);
-      return denoConnection(conn, `tcp:${address.hostname}:${address.port}`);
+      return denoConnection(conn, `tcp:${address.hostname}:${address.port}`, true);
     }
     const conn = await Deno.connect({ path: address.path, transport: "unix" });
-    return denoConnection(conn, "unix");
+    return denoConnection(conn, "unix", true);
   } catch (err) {
     throw denoFsError(err, "connect", url);
   }

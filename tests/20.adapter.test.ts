@@ -712,6 +712,45 @@ sockets("unix socket: a socket file left by a dead server is replaced", async ()
 
 /** Bytes the backpressure test tries to push at a peer that does not read. */
 const BACKPRESSURE_ATTEMPT_BYTES = 128 * 1024 * 1024;
+sockets("a client connection reads into buffers it reuses once given back (recycle), and never into one still held", async () => {
+  let onAccept: (conn: Connection) => void = () => {};
+  const accepted = new Promise<Connection>((resolve) => (onAccept = resolve));
+  const listener = await runtimeFs.listen!("tcp://127.0.0.1:0", (conn) => onAccept(conn));
+  try {
+    const conn = await runtimeFs.connect!(listener.url);
+    assert.type(conn.recycle, "function", "a client connection takes its read buffers back");
+    const serverConn = await accepted;
+    const payload = patternBytes(ECHO_PAYLOAD_BYTES, 11);
+    const sending = (async () => {
+      const writer = serverConn.writable.getWriter();
+      for (let off = 0; off < payload.length; off += ECHO_WRITE_CHUNK) await writer.write(payload.subarray(off, off + ECHO_WRITE_CHUNK));
+      await writer.close();
+    })();
+    // Every other chunk is given back at once; the rest are held to the end, and must still hold their bytes then.
+    const held: { at: number; chunk: Uint8Array }[] = [];
+    const buffers = new Set<ArrayBufferLike>();
+    let reused = 0;
+    let got = 0;
+    let k = 0;
+    for await (const chunk of conn.readable) {
+      assert.ok(bytesEqual(chunk, payload.subarray(got, got + chunk.length)), `bytes at ${got}`);
+      if (buffers.has(chunk.buffer)) reused++;
+      buffers.add(chunk.buffer);
+      if (k++ % 2 === 0) conn.recycle!(chunk);
+      else held.push({ at: got, chunk });
+      got += chunk.length;
+    }
+    await sending;
+    assert.is(got, payload.length);
+    for (const { at, chunk } of held) assert.ok(bytesEqual(chunk, payload.subarray(at, at + chunk.length)), `held chunk at ${at} kept its bytes`);
+    assert.ok(reused > 0, `buffers given back were read into again (${reused} times)`);
+    conn.close();
+    serverConn.close();
+  } finally {
+    await listener.close();
+  }
+});
+
 /** Most bytes that may be accepted meanwhile: kernel socket buffers (a few MiB each way) plus the stream queues. */
 const BACKPRESSURE_ACCEPTED_MAX = 32 * 1024 * 1024;
 
