@@ -21,6 +21,7 @@ import {
 import { SerialTable } from "../src/net/serials.ts";
 import { Channel } from "../src/net/channel.ts";
 import type { Connection } from "../src/fs.ts";
+import { bytesEqual } from "./_support/net-harness.ts";
 
 function frame(payload: Uint8Array): Uint8Array {
   const out = new Uint8Array(4 + payload.length);
@@ -59,6 +60,33 @@ test("FrameReader returns the same frames whatever the chunk boundaries", () => 
       assert.ok(reader.idle);
     }
   }
+});
+
+test("FrameReader reuses the buffers of frames given back (several), and never gives one buffer to two live frames", () => {
+  // Frames of 3000 bytes, each split across two chunks so that it is assembled in a buffer of the reader's.
+  const payload = (k: number) => new Uint8Array(3000).fill(k);
+  const reader = new FrameReader();
+  const next = (k: number): Uint8Array => {
+    const f = frame(payload(k));
+    const got = [...reader.push(f.subarray(0, 100)), ...reader.push(f.subarray(100))];
+    assert.is(got.length, 1);
+    assert.ok(bytesEqual(got[0]!, payload(k)), `frame ${k}`);
+    return got[0]!;
+  };
+  // Three frames live at once (one written, one read, one early), then given back together.
+  const a = next(1), b = next(2), c = next(3);
+  assert.ok(a.buffer !== b.buffer && b.buffer !== c.buffer && a.buffer !== c.buffer);
+  reader.recycle(a);
+  reader.recycle(b);
+  reader.recycle(b); // twice: kept once
+  reader.recycle(c);
+  const d = next(4), e = next(5), f = next(6);
+  const reused = new Set([a.buffer, b.buffer, c.buffer]);
+  assert.ok(reused.has(d.buffer) && reused.has(e.buffer) && reused.has(f.buffer), "all three buffers came back into use");
+  assert.ok(d.buffer !== e.buffer && e.buffer !== f.buffer && d.buffer !== f.buffer, "each to one frame");
+  const g = next(7);
+  assert.ok(!reused.has(g.buffer), "with none given back, a new buffer");
+  assert.ok(bytesEqual(d, payload(4)) && bytesEqual(e, payload(5)) && bytesEqual(f, payload(6)), "live frames keep their bytes");
 });
 
 test("FrameReader byte by byte, and idle only between frames", () => {
