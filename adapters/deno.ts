@@ -312,6 +312,13 @@ function denoConnection(conn: Deno.Conn, remote: string, client = false): Connec
         closeIfBothEnded();
         return;
       }
+      if (n < readBytes / 4) {
+        // A small read (a call, a reply) is copied out and the buffer kept for the next read: a message that keeps
+        // a view of its bytes would otherwise pin the whole buffer, and the next read allocate a new one.
+        controller.enqueue(buf.slice(0, n));
+        if (spareBuffers.length < SOCKET_READ_SPARE_MAX) spareBuffers.push(buf.buffer as ArrayBuffer);
+        return;
+      }
       controller.enqueue(buf.subarray(0, n));
     },
     cancel() {

@@ -241,6 +241,13 @@ const CLIENT_READ_CHUNK_BYTES = 256 * 1024;
 const CLIENT_READ_QUEUE_BYTES = 4 * CLIENT_READ_CHUNK_BYTES;
 /** Read buffers a client connection keeps for reuse: the queue's worth and one being read into. */
 const CLIENT_READ_SPARE_MAX = CLIENT_READ_QUEUE_BYTES / CLIENT_READ_CHUNK_BYTES + 1;
+/**
+ * A read of fewer bytes is handed on as a copy of its own, and its buffer
+ * reused at once (see SocketReadBuffers). Without it W7's clients, whose
+ * reads are a few hundred bytes, allocated a zeroed 256 KiB buffer per
+ * read: 35% fewer commits/s.
+ */
+const SMALL_READ_BYTES = CLIENT_READ_CHUNK_BYTES / 4;
 
 /**
  * Reads of a client socket into buffers of ours (net.connect's `onread`),
@@ -268,7 +275,15 @@ class SocketReadBuffers {
     },
     // Returning false pauses the socket, as socket.pause() does for "data".
     callback: (n: number, buf: Uint8Array): boolean => {
-      const chunk = new Uint8Array(buf.buffer, buf.byteOffset, n);
+      let chunk: Uint8Array;
+      if (n < SMALL_READ_BYTES) {
+        // A small read (a reply, an invalidation) is copied out and the buffer read into again: a message that
+        // keeps a view of its bytes would otherwise pin a whole 256 KiB buffer, and the next read allocate one.
+        chunk = buf.slice(0, n);
+        this.recycle(buf);
+      } else {
+        chunk = new Uint8Array(buf.buffer, buf.byteOffset, n);
+      }
       if (this.#deliver !== undefined) return this.#deliver(chunk);
       this.#early.push(chunk);
       return true;
