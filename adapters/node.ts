@@ -19,7 +19,7 @@ import { Worker } from "node:worker_threads";
 import * as net from "node:net";
 import { resolve as pathResolve } from "node:path";
 import { assert } from "../src/format.ts";
-import { FsError, type Connection, type File, type FileStat, type FileSystem, type Listener, type OpenMode } from "../src/fs.ts";
+import { FsError, type Connection, type ConnectionReader, type File, type FileStat, type FileSystem, type Listener, type OpenMode } from "../src/fs.ts";
 import { formatSocketUrl, parseSocketUrl, type SocketAddress } from "./socket-url.ts";
 import { setHashThreadStarter } from "../src/blake3parallel.ts";
 import { HASH_THREAD_HANDLER_SOURCE, hashThreadOver, idleStopping, type WorkerHashThread } from "../src/hashthread.ts";
@@ -317,37 +317,47 @@ class SocketReadBuffers {
  *   close() half-closes (FIN); the socket is freed once both sides ended.
  */
 function nodeConnection(socket: net.Socket, remote: string, reads?: SocketReadBuffers): Connection {
-  const readable = new ReadableStream<Uint8Array>({
+  /** Whether `readable` or `subscribe` took the socket's reads: one of them, once. */
+  let reading: "stream" | "subscribe" | undefined;
+  /** Sends what the socket reads to `reader`; the socket is paused whenever onChunk says so. */
+  const attach = (reader: ConnectionReader): void => {
+    let ended = false;
+    const deliver = (chunk: Uint8Array): boolean => (ended ? true : reader.onChunk(chunk));
+    if (reads !== undefined) {
+      if (!reads.start(deliver)) socket.pause();
+    } else {
+      socket.on("data", (chunk: Buffer) => {
+        // A plain Uint8Array view (not a Buffer), so consumers see the same type in both runtimes.
+        if (!deliver(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength))) socket.pause();
+      });
+    }
+    socket.on("end", () => {
+      if (ended) return;
+      ended = true;
+      reader.onEnd();
+    });
+    socket.on("error", (err) => {
+      if (ended) return;
+      ended = true;
+      reader.onError(nodeFsError(err, "read", remote));
+    });
+    socket.on("close", () => {
+      // Destroyed locally (close()) without an end from the peer: the reader sees the end.
+      if (ended) return;
+      ended = true;
+      reader.onEnd();
+    });
+  };
+  let readable: ReadableStream<Uint8Array> | undefined;
+  const makeReadable = (): ReadableStream<Uint8Array> => new ReadableStream<Uint8Array>({
     start(controller) {
-      let ended = false;
-      const deliver = (chunk: Uint8Array): boolean => {
-        if (ended) return true;
-        controller.enqueue(chunk);
-        return (controller.desiredSize ?? 0) > 0;
-      };
-      if (reads !== undefined) {
-        if (!reads.start(deliver)) socket.pause();
-      } else {
-        socket.on("data", (chunk: Buffer) => {
-          // A plain Uint8Array view (not a Buffer), so consumers see the same type in both runtimes.
-          if (!deliver(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength))) socket.pause();
-        });
-      }
-      socket.on("end", () => {
-        if (ended) return;
-        ended = true;
-        controller.close();
-      });
-      socket.on("error", (err) => {
-        if (ended) return;
-        ended = true;
-        controller.error(nodeFsError(err, "read", remote));
-      });
-      socket.on("close", () => {
-        // Destroyed locally (close()) without an end from the peer: the reader sees the end of the stream.
-        if (ended) return;
-        ended = true;
-        controller.close();
+      attach({
+        onChunk(chunk) {
+          controller.enqueue(chunk);
+          return (controller.desiredSize ?? 0) > 0;
+        },
+        onEnd: () => controller.close(),
+        onError: (e) => controller.error(e),
       });
     },
     pull() {
@@ -380,7 +390,17 @@ function nodeConnection(socket: net.Socket, remote: string, reads?: SocketReadBu
   });
 
   return {
-    readable,
+    get readable() {
+      assert(reading !== "subscribe", `connection ${remote}: readable after subscribe`);
+      reading = "stream";
+      return (readable ??= makeReadable());
+    },
+    subscribe(reader) {
+      assert(reading === undefined, `connection ${remote}: subscribe once, and not after readable`);
+      reading = "subscribe";
+      attach(reader);
+      return { resume: () => void socket.resume() };
+    },
     writable,
     remote,
     close() {

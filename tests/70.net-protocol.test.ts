@@ -344,6 +344,81 @@ function chunksConnection(chunks: Uint8Array[], recycle?: (chunk: Uint8Array) =>
   };
 }
 
+/**
+ * A Connection that pushes `chunks` through subscribe() (as the Node adapter does), all at once and then its end,
+ * ignoring the reader's wish to pause: the channel must hold what comes while a handler has paused it.
+ */
+function pushingConnection(chunks: Uint8Array[], log: string[]): Connection {
+  return {
+    remote: "test",
+    get readable(): ReadableStream<Uint8Array> {
+      throw new Error("a channel over a pushing connection reads no stream");
+    },
+    subscribe(reader) {
+      queueMicrotask(() => {
+        for (const chunk of chunks) if (!reader.onChunk(chunk)) log.push("pause");
+        reader.onEnd();
+      });
+      return { resume: () => void log.push("resume") };
+    },
+    writable: new WritableStream<Uint8Array>(),
+    close() {},
+  };
+}
+
+test("Channel over pushed reads: the same messages in order, a handler's pause holds what comes meanwhile, the end comes last", async () => {
+  const small = (n: number) => frame(encode([0, "ping", [n]]));
+  const big = frame(encode([0, "ping", [100]]));
+  // Two frames in one chunk, a frame split across two chunks, then one more.
+  const chunks = [concat([small(1), small(2)]), big.subarray(0, 5), big.subarray(5), small(3)];
+  const log: string[] = [];
+  const seen: number[] = [];
+  let done!: () => void;
+  const ended = new Promise<void>((resolve) => (done = resolve));
+  const channel: Channel = new Channel(pushingConnection(chunks, log), {
+    onMessage(message) {
+      const n = (message as [number, string, number[]])[2][0]!;
+      seen.push(n);
+      channel.consumed();
+      // Message 1 pauses reading for a while: messages 2, 100 and 3 must wait for it, in order.
+      if (n === 1) return new Promise<void>((resolve) => setTimeout(resolve, 20));
+    },
+    onReadEnd: () => {
+      log.push("end");
+      done();
+    },
+    onClose: () => done(),
+  });
+  channel.start();
+  await ended;
+  assert.equal(seen, [1, 2, 100, 3]);
+  assert.is(log[log.length - 1], "end", `the end after every message (${log.join(", ")})`);
+  assert.ok(log.includes("pause"), "the reader was told to pause");
+  channel.close();
+});
+
+test("Channel over pushed reads: a bad frame is answered as a protocol error and nothing after it is handed on", async () => {
+  const good = frame(encode([0, "ping", [1]]));
+  const bad = new Uint8Array([2, 0, 0, 0, 0xc1, 0xc1]); // a 2-byte frame of a msgpack byte that is never valid
+  const after = frame(encode([0, "ping", [2]]));
+  const seen: number[] = [];
+  const errors: string[] = [];
+  let done!: () => void;
+  const closed = new Promise<void>((resolve) => (done = resolve));
+  const channel: Channel = new Channel(pushingConnection([concat([good, bad, after])], []), {
+    onMessage(message) {
+      seen.push((message as [number, string, number[]])[2][0]!);
+      channel.consumed();
+    },
+    onReadError: (e) => void errors.push((e as { code?: string }).code ?? "?"),
+    onClose: () => done(),
+  });
+  channel.start();
+  await closed;
+  assert.equal(seen, [1], "the message before the bad frame, none after it");
+  assert.equal(errors, ["EPROTOCOL"]);
+});
+
 test("Channel gives a read chunk back to the adapter (recycle) only when no message kept a view into it", async () => {
   // Chunk 1: two small frames, the first consumed, the second kept (a view into the chunk).
   // Chunk 2: one small frame, consumed. Chunk 3 and 4: a frame split across them (assembled in a buffer of its own).

@@ -1,6 +1,8 @@
 /**
- * A framed message channel over one socket connection (a `Connection` of
- * web streams from the adapter), used by the server and the client alike.
+ * A framed message channel over one socket connection (a `Connection` from
+ * the adapter: its reads pushed through `subscribe` where it offers that,
+ * as the Node adapter does, else its web streams), used by the server and
+ * the client alike.
  *
  * Map: `Channel` (reading: frames → msgpack → `onMessage`; writing: small
  * messages batched into one socket write per turn of the event loop, big
@@ -92,6 +94,14 @@ export class Channel {
   #consumed = false;
   /** The payload of the message being handled (for consumedLater). */
   #payload: Uint8Array | undefined;
+  /** Pushed reads (Connection.subscribe): the subscription, and what waits while a handler has paused reading. */
+  #subscription: { resume(): void } | undefined;
+  #paused = false;
+  /** Chunks that came while paused (the connection stops reading, but one may be on its way), and an end. */
+  #held: Uint8Array[] = [];
+  #endHeld = false;
+  /** Reading failed: no more messages are handed on (what the connection still delivers is dropped). */
+  #stopped = false;
 
   constructor(conn: Connection, handlers: ChannelHandlers, frameSizeMax: number = FRAME_SIZE_MAX) {
     this.#conn = conn;
@@ -105,9 +115,21 @@ export class Channel {
     this.#writer.closed.catch(() => {});
   }
 
-  /** Starts reading. Call once the handlers are ready for messages. */
+  /**
+   * Starts reading. Call once the handlers are ready for messages. Reads
+   * pushed by the connection (`subscribe`) where it offers that, from its
+   * `readable` otherwise; the same messages, pauses and ends either way.
+   */
   start(): void {
-    void this.#readLoop();
+    if (this.#conn.subscribe === undefined) {
+      void this.#readLoop();
+      return;
+    }
+    this.#subscription = this.#conn.subscribe({
+      onChunk: (chunk) => this.#onChunk(chunk),
+      onEnd: () => this.#onEnd(),
+      onError: (e) => this.#readFailed(e),
+    });
   }
 
   get closed(): boolean {
@@ -298,6 +320,108 @@ export class Channel {
       this.#pumping = false;
     }
     if (this.#drainWaiters.length > 0 && this.#queue.length === 0) for (const w of this.#drainWaiters.splice(0)) w();
+  }
+
+  // Pushed reads: #onChunk hands each chunk's messages on as #readLoop does, and when a handler returns a
+  // promise, stops reading (returns false) until it settles, then goes on with the chunk's next message.
+
+  #onChunk(chunk: Uint8Array): boolean {
+    if (this.#closed || this.#stopped) return false;
+    if (this.#paused) {
+      this.#held.push(chunk);
+      return false;
+    }
+    let payloads: Uint8Array[];
+    try {
+      payloads = this.#frames.push(chunk);
+    } catch (e) {
+      this.#readFailed(e);
+      return false;
+    }
+    return this.#deliver({ chunk, payloads, next: 0, keptView: false });
+  }
+
+  /** Hands on the chunk's messages from `at.next`; false if reading stopped (paused by a handler, failed, closed). */
+  #deliver(at: { chunk: Uint8Array; payloads: Uint8Array[]; next: number; keptView: boolean }): boolean {
+    while (at.next < at.payloads.length) {
+      const payload = at.payloads[at.next++]!;
+      let pause: void | Promise<void>;
+      try {
+        const message = decodePayload(this.codec, payload);
+        this.#consumed = false;
+        this.#payload = payload;
+        pause = this.#handlers.onMessage(message);
+      } catch (e) {
+        this.#payload = undefined;
+        this.#readFailed(e);
+        return false;
+      }
+      if (pause !== undefined) {
+        this.#paused = true;
+        pause.then(() => {
+          if (this.#handled(at, payload) && this.#deliver(at)) this.#resume();
+        }, (e) => {
+          this.#payload = undefined;
+          this.#readFailed(e);
+        });
+        return false;
+      }
+      if (!this.#handled(at, payload)) return false;
+    }
+    // Payloads of whole frames are views into the chunk: it goes back to the adapter only if each was consumed.
+    if (!at.keptView) this.#conn.recycle?.(at.chunk);
+    return true;
+  }
+
+  /** After a message was handled: recycles its frame if consumed; false if the channel closed meanwhile. */
+  #handled(at: { chunk: Uint8Array; keptView: boolean }, payload: Uint8Array): boolean {
+    this.#payload = undefined;
+    if (this.#closed || this.#stopped) return false;
+    if (this.#consumed) this.#frames.recycle(payload);
+    else if (payload.buffer === at.chunk.buffer) at.keptView = true;
+    return true;
+  }
+
+  /** A handler's pause is over: the chunks held meanwhile, then the end or more reading. */
+  #resume(): void {
+    this.#paused = false;
+    while (this.#held.length > 0) {
+      if (!this.#onChunk(this.#held.shift()!)) return;
+    }
+    if (this.#endHeld) {
+      this.#endHeld = false;
+      this.#onEnd();
+      return;
+    }
+    if (!this.#closed) this.#subscription!.resume();
+  }
+
+  #onEnd(): void {
+    if (this.#closed || this.#stopped) return;
+    if (this.#paused) {
+      this.#endHeld = true;
+      return;
+    }
+    if (!this.#frames.idle) {
+      this.#readFailed(protocolError(`connection ${this.remote} ended in the middle of a frame`));
+      return;
+    }
+    // The peer half-closed: the owner answers what is in flight, then ends the channel.
+    if (this.#handlers.onReadEnd !== undefined) this.#handlers.onReadEnd();
+    else void this.end();
+  }
+
+  /** Reading failed: a bad frame is answered and the channel ended; anything else closes it. Reading stops either way. */
+  #readFailed(e: unknown): void {
+    if (this.#closed || this.#stopped) return;
+    this.#stopped = true;
+    const error = e instanceof Error ? e : new Error(String(e));
+    if ((error as { code?: string }).code === "EPROTOCOL") {
+      this.#handlers.onReadError?.(error);
+      void this.end();
+      return;
+    }
+    this.close(error);
   }
 
   async #readLoop(): Promise<void> {
