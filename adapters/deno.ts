@@ -28,7 +28,7 @@
  * Only `adapters/runtime.ts` imports this file, and only under Deno.
  */
 import { assert } from "../src/format.ts";
-import { FsError, type Connection, type File, type FileStat, type FileSystem, type Listener, type OpenMode } from "../src/fs.ts";
+import { FsError, type Connection, type ConnectionReader, type File, type FileStat, type FileSystem, type Listener, type OpenMode } from "../src/fs.ts";
 import { resolvePath } from "./resolve-path.ts";
 import { formatSocketUrl, parseSocketUrl, type SocketAddress } from "./socket-url.ts";
 import { setHashThreadStarter } from "../src/blake3parallel.ts";
@@ -265,7 +265,9 @@ const UNIX_SOCKET_MODE = 0o600;
  *
  * - readable: pulls `conn.read` only while the queue has room (backpressure
  *   reaches the peer through TCP); ends at the peer's FIN. A client's
- *   connection (`client`) reads bigger chunks.
+ *   connection (`client`) reads bigger chunks. `subscribe` reads the same
+ *   chunks into a reader instead, without the stream's round of promises
+ *   per chunk, stopping while the reader says so.
  * - writable: each write resolves once all its bytes were written to the
  *   socket; close() sends FIN (`closeWrite`). The socket itself is closed
  *   when both directions have ended, on abort/cancel, or by close().
@@ -287,45 +289,86 @@ function denoConnection(conn: Deno.Conn, remote: string, client = false): Connec
   // Read buffers the reader gave back (recycle): a blob transfer reuses a few instead of allocating one per read.
   const spareBuffers: ArrayBuffer[] = [];
   const ownBuffers = new WeakSet<ArrayBufferLike>();
-  const readable = new ReadableStream<Uint8Array>({
+  /**
+   * One read of the socket: a chunk, null at the end (the peer's FIN, or our own close(), which interrupts a
+   * pending read), or it throws the read's error.
+   */
+  const readChunk = async (): Promise<Uint8Array | null> => {
+    const spare = spareBuffers.pop();
+    let buf: Uint8Array;
+    if (spare !== undefined) buf = new Uint8Array(spare);
+    else {
+      buf = new Uint8Array(readBytes);
+      ownBuffers.add(buf.buffer);
+    }
+    let n: number | null;
+    try {
+      n = await conn.read(buf);
+    } catch (err) {
+      readEnded = true;
+      if (closed) return null;
+      throw denoFsError(err, "read", remote);
+    }
+    if (n === null) {
+      readEnded = true;
+      closeIfBothEnded();
+      return null;
+    }
+    if (n < readBytes / 4) {
+      // A small read (a call, a reply) is copied out and the buffer kept for the next read: a message that keeps
+      // a view of its bytes would otherwise pin the whole buffer, and the next read allocate a new one.
+      if (spareBuffers.length < SOCKET_READ_SPARE_MAX) spareBuffers.push(buf.buffer as ArrayBuffer);
+      return buf.slice(0, n);
+    }
+    return buf.subarray(0, n);
+  };
+  /** Whether `readable` or `subscribe` took the socket's reads: one of them, once. */
+  let reading: "stream" | "subscribe" | undefined;
+  let readable: ReadableStream<Uint8Array> | undefined;
+  const makeReadable = (): ReadableStream<Uint8Array> => new ReadableStream<Uint8Array>({
     async pull(controller) {
-      const spare = spareBuffers.pop();
-      let buf: Uint8Array;
-      if (spare !== undefined) buf = new Uint8Array(spare);
-      else {
-        buf = new Uint8Array(readBytes);
-        ownBuffers.add(buf.buffer);
-      }
-      let n: number | null;
+      let chunk: Uint8Array | null;
       try {
-        n = await conn.read(buf);
-      } catch (err) {
-        readEnded = true;
-        // Our own close() interrupts a pending read: that is an end, not an error.
-        if (closed) controller.close();
-        else controller.error(denoFsError(err, "read", remote));
+        chunk = await readChunk();
+      } catch (e) {
+        controller.error(e);
         return;
       }
-      if (n === null) {
-        readEnded = true;
-        controller.close();
-        closeIfBothEnded();
-        return;
-      }
-      if (n < readBytes / 4) {
-        // A small read (a call, a reply) is copied out and the buffer kept for the next read: a message that keeps
-        // a view of its bytes would otherwise pin the whole buffer, and the next read allocate a new one.
-        controller.enqueue(buf.slice(0, n));
-        if (spareBuffers.length < SOCKET_READ_SPARE_MAX) spareBuffers.push(buf.buffer as ArrayBuffer);
-        return;
-      }
-      controller.enqueue(buf.subarray(0, n));
+      if (chunk === null) controller.close();
+      else controller.enqueue(chunk);
     },
     cancel() {
       readEnded = true;
       closeConn();
     },
   }, new ByteLengthQueuingStrategy({ highWaterMark: client ? CLIENT_READ_QUEUE_BYTES : SOCKET_READ_QUEUE_BYTES }));
+  /** Reads and pushes chunks to `reader` until it says stop, then waits for resume(); until the end or an error. */
+  const subscribe = (reader: ConnectionReader): { resume(): void } => {
+    let resumed: (() => void) | undefined;
+    void (async () => {
+      for (;;) {
+        let chunk: Uint8Array | null;
+        try {
+          chunk = await readChunk();
+        } catch (e) {
+          reader.onError(e as Error);
+          return;
+        }
+        if (chunk === null) {
+          reader.onEnd();
+          return;
+        }
+        if (!reader.onChunk(chunk)) await new Promise<void>((resolve) => (resumed = resolve));
+      }
+    })();
+    return {
+      resume() {
+        const r = resumed;
+        resumed = undefined;
+        r?.();
+      },
+    };
+  };
 
   const writable = new WritableStream<Uint8Array>({
     async write(chunk) {
@@ -355,7 +398,22 @@ function denoConnection(conn: Deno.Conn, remote: string, client = false): Connec
   const recycle = (chunk: Uint8Array) => {
     if (ownBuffers.has(chunk.buffer) && spareBuffers.length < SOCKET_READ_SPARE_MAX) spareBuffers.push(chunk.buffer as ArrayBuffer);
   };
-  return { readable, writable, remote, close: closeConn, recycle };
+  return {
+    get readable() {
+      assert(reading !== "subscribe", `connection ${remote}: readable after subscribe`);
+      reading = "stream";
+      return (readable ??= makeReadable());
+    },
+    subscribe(reader) {
+      assert(reading === undefined, `connection ${remote}: subscribe once, and not after readable`);
+      reading = "subscribe";
+      return subscribe(reader);
+    },
+    writable,
+    remote,
+    close: closeConn,
+    recycle,
+  };
 }
 
 /**
