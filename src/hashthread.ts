@@ -15,7 +15,6 @@
  *   counters (f64 x Q)   the chunk counter of the piece in each slot
  *   cvs (32 B x Q)       the chaining value of the piece in each slot
  *   slots (PIECE x Q)    the pieces
- *
  *   offsets (f64 x Q)    for a piece the worker reads from a file: its offset there
  *   refs (i32 x 3Q)      per slot: the file's id, the kind of its reference
  *                        (none: the piece is in its slot; a number, in
