@@ -30,6 +30,7 @@
 import { assert } from "../src/format.ts";
 import { FsError, type Connection, type ConnectionReader, type File, type FileStat, type FileSystem, type Listener, type OpenMode } from "../src/fs.ts";
 import { resolvePath } from "./resolve-path.ts";
+import { connectionOf } from "./connection.ts";
 import { formatSocketUrl, parseSocketUrl, type SocketAddress } from "./socket-url.ts";
 import { setHashThreadStarter } from "../src/blake3parallel.ts";
 import { HASH_THREAD_HANDLER_SOURCE, hashThreadOver, idleStopping, type WorkerHashThread } from "../src/hashthread.ts";
@@ -322,9 +323,6 @@ function denoConnection(conn: Deno.Conn, remote: string, client = false): Connec
     }
     return buf.subarray(0, n);
   };
-  /** Whether `readable` or `subscribe` took the socket's reads: one of them, once. */
-  let reading: "stream" | "subscribe" | undefined;
-  let readable: ReadableStream<Uint8Array> | undefined;
   const makeReadable = (): ReadableStream<Uint8Array> => new ReadableStream<Uint8Array>({
     async pull(controller) {
       let chunk: Uint8Array | null;
@@ -398,22 +396,7 @@ function denoConnection(conn: Deno.Conn, remote: string, client = false): Connec
   const recycle = (chunk: Uint8Array) => {
     if (ownBuffers.has(chunk.buffer) && spareBuffers.length < SOCKET_READ_SPARE_MAX) spareBuffers.push(chunk.buffer as ArrayBuffer);
   };
-  return {
-    get readable() {
-      assert(reading !== "subscribe", `connection ${remote}: readable after subscribe`);
-      reading = "stream";
-      return (readable ??= makeReadable());
-    },
-    subscribe(reader) {
-      assert(reading === undefined, `connection ${remote}: subscribe once, and not after readable`);
-      reading = "subscribe";
-      return subscribe(reader);
-    },
-    writable,
-    remote,
-    close: closeConn,
-    recycle,
-  };
+  return connectionOf({ remote, writable, close: closeConn, recycle, makeReadable, subscribe });
 }
 
 /**

@@ -20,6 +20,7 @@ import * as net from "node:net";
 import { resolve as pathResolve } from "node:path";
 import { assert } from "../src/format.ts";
 import { FsError, type Connection, type ConnectionReader, type File, type FileStat, type FileSystem, type Listener, type OpenMode } from "../src/fs.ts";
+import { connectionOf } from "./connection.ts";
 import { formatSocketUrl, parseSocketUrl, type SocketAddress } from "./socket-url.ts";
 import { setHashThreadStarter } from "../src/blake3parallel.ts";
 import { HASH_THREAD_HANDLER_SOURCE, hashThreadOver, idleStopping, type WorkerHashThread } from "../src/hashthread.ts";
@@ -317,8 +318,6 @@ class SocketReadBuffers {
  *   close() half-closes (FIN); the socket is freed once both sides ended.
  */
 function nodeConnection(socket: net.Socket, remote: string, reads?: SocketReadBuffers): Connection {
-  /** Whether `readable` or `subscribe` took the socket's reads: one of them, once. */
-  let reading: "stream" | "subscribe" | undefined;
   /** Sends what the socket reads to `reader`; the socket is paused whenever onChunk says so. */
   const attach = (reader: ConnectionReader): void => {
     let ended = false;
@@ -348,7 +347,6 @@ function nodeConnection(socket: net.Socket, remote: string, reads?: SocketReadBu
       reader.onEnd();
     });
   };
-  let readable: ReadableStream<Uint8Array> | undefined;
   const makeReadable = (): ReadableStream<Uint8Array> => new ReadableStream<Uint8Array>({
     start(controller) {
       attach({
@@ -389,25 +387,17 @@ function nodeConnection(socket: net.Socket, remote: string, reads?: SocketReadBu
     },
   });
 
-  return {
-    get readable() {
-      assert(reading !== "subscribe", `connection ${remote}: readable after subscribe`);
-      reading = "stream";
-      return (readable ??= makeReadable());
-    },
+  return connectionOf({
+    remote,
+    writable,
+    close: () => void socket.destroy(),
+    recycle: reads === undefined ? undefined : (chunk) => reads.recycle(chunk),
+    makeReadable,
     subscribe(reader) {
-      assert(reading === undefined, `connection ${remote}: subscribe once, and not after readable`);
-      reading = "subscribe";
       attach(reader);
       return { resume: () => void socket.resume() };
     },
-    writable,
-    remote,
-    close() {
-      socket.destroy();
-    },
-    recycle: reads === undefined ? undefined : (chunk) => reads.recycle(chunk),
-  };
+  });
 }
 
 /** "tcp:ADDR:PORT" or "unix" for a socket's peer. */

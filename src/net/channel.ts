@@ -446,20 +446,9 @@ export class Channel {
         }
         if (!keptView) this.#conn.recycle?.(value);
       }
-      if (this.#closed) return;
-      if (!this.#frames.idle) throw protocolError(`connection ${this.remote} ended in the middle of a frame`);
-      // The peer half-closed: the owner answers what is in flight, then ends the channel.
-      if (this.#handlers.onReadEnd !== undefined) this.#handlers.onReadEnd();
-      else await this.end();
+      this.#onEnd();
     } catch (e) {
-      if (this.#closed) return;
-      const error = e instanceof Error ? e : new Error(String(e));
-      if ((error as { code?: string }).code === "EPROTOCOL") {
-        this.#handlers.onReadError?.(error);
-        await this.end();
-        return;
-      }
-      this.close(error);
+      this.#readFailed(e);
     } finally {
       try {
         reader.releaseLock();
