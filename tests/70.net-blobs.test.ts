@@ -73,6 +73,36 @@ test("putBlob streams to the server; another client reads it through its cache, 
   assert.is(await b.has(key(1)), true);
 }));
 
+test("putBlob sends big source chunks as they are and gathers small ones, in order; a source that refills one buffer is safe", () => withServer(async (h) => {
+  const a = await h.connect();
+  const b = await h.connect({ cacheDir: join(h.dir.path, "cache") });
+  const bytes = pseudoRandomBytes(9 * MiB + 777, 11);
+  // Chunks of a frame's size and more (sent without a copy), between small ones (gathered), unaligned.
+  const sizes = [1000, 2 * MiB + 5, 3 * MiB, 70_000, MiB, MiB - 1, 1];
+  async function* mixed(): AsyncGenerator<Uint8Array> {
+    let at = 0;
+    for (let k = 0; at < bytes.length; k++) {
+      const n = Math.min(sizes[k % sizes.length]!, bytes.length - at);
+      yield bytes.subarray(at, at + n);
+      at += n;
+    }
+  }
+  // One buffer refilled for every chunk: putBlob must be done with a chunk before it asks for the next.
+  async function* refilling(): AsyncGenerator<Uint8Array> {
+    const buf = new Uint8Array(2 * MiB);
+    for (let at = 0; at < bytes.length; at += buf.length) {
+      const n = Math.min(buf.length, bytes.length - at);
+      buf.set(bytes.subarray(at, at + n));
+      yield buf.subarray(0, n);
+      buf.fill(0xee); // what a reader of a later chunk would see if the last were still queued
+    }
+  }
+  await a.putBlob(key(1), mixed());
+  await a.putBlob(key(2), refilling());
+  await a.commit();
+  for (const k of [1, 2]) assert.ok(bytesEqual(await readAllStream((await b.openBlob(key(k)))!), bytes), `blob ${k}`);
+}));
+
 test("an overwritten blob is a new cache file (new serial); the old one is not served", () => withServer(async (h) => {
   const a = await h.connect();
   const b = await h.connect({ cacheDir: join(h.dir.path, "cache") });

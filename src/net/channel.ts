@@ -203,6 +203,20 @@ export class Channel {
   }
 
   /**
+   * Like `sendFrame`, for a frame in two parts (a header the caller built,
+   * then its payload as it is): written back to back, nothing between them,
+   * so a big payload goes out without being copied behind its header.
+   * Resolves once both are handed to the kernel, when both may be reused.
+   */
+  sendFrameParts(header: Uint8Array, payload: Uint8Array): Promise<void> {
+    if (this.#closed || this.#ending) return Promise.reject(this.#closedError());
+    this.#flushBatch();
+    // Queued in one go: nothing else is queued between the two (a send() now waits behind both).
+    this.#enqueue({ buf: header });
+    return new Promise((resolve, reject) => this.#enqueue({ buf: payload, done: resolve, fail: reject }));
+  }
+
+  /**
    * Says, during `onMessage` (or before the promise it returned settles),
    * that nothing of the current message's bytes is kept: its frame buffer
    * may be reused for the next one.

@@ -978,10 +978,25 @@ export class RemoteStore {
       buf = bufs[cur]!;
       if (sending[cur] !== undefined) await sending[cur];
     };
+    // A frame's worth of the source's own bytes goes out as they are, behind a header built apart: not
+    // copied. It is awaited before the next chunk is asked for, as a copied frame's buffer is, since a source
+    // may fill the same buffer again for its next chunk (a generator reading into one buffer does).
+    const header = new Uint8Array(headerSize);
+    const sendDirect = async (data: Uint8Array) => {
+      writeChunkHeader(header, "uploadChunk", start.msgid, data.length); // free: the last direct frame was awaited
+      total += data.length;
+      await this.#channel.sendFrameParts(header, data);
+    };
     const take = async (chunk: Uint8Array) => {
       let at = 0;
       while (at < chunk.length) {
         if (startFailed !== undefined) throw startFailed;
+        if (fill === 0 && chunk.length - at >= BLOB_CHUNK_SIZE) {
+          // A source chunk of a frame's size or more goes out as it is, a frame at a time (nothing gathered precedes it).
+          await sendDirect(chunk.subarray(at, at + BLOB_CHUNK_SIZE));
+          at += BLOB_CHUNK_SIZE;
+          continue;
+        }
         const n = Math.min(BLOB_CHUNK_SIZE - fill, chunk.length - at);
         buf.set(chunk.subarray(at, at + n), headerSize + fill);
         fill += n;
