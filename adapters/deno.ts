@@ -31,6 +31,7 @@ import { assert } from "../src/format.ts";
 import { FsError, type Connection, type ConnectionReader, type File, type FileStat, type FileSystem, type Listener, type OpenMode } from "../src/fs.ts";
 import { resolvePath } from "./resolve-path.ts";
 import { connectionOf } from "./connection.ts";
+import { CLIENT_READ_CHUNK_BYTES, CLIENT_READ_QUEUE_BYTES, ReadBuffers, SOCKET_READ_CHUNK_BYTES, SOCKET_READ_QUEUE_BYTES } from "./read-buffers.ts";
 import { formatSocketUrl, parseSocketUrl, type SocketAddress } from "./socket-url.ts";
 import { setHashThreadStarter } from "../src/blake3parallel.ts";
 import { HASH_THREAD_HANDLER_SOURCE, hashThreadOver, idleStopping, type WorkerHashThread } from "../src/hashthread.ts";
@@ -242,22 +243,6 @@ class DenoFile implements File {
 // ---------------------------------------------------------------------------
 // Sockets
 
-/** Bytes a connection's ReadableStream queues before it stops reading the socket (as in adapters/node.ts). */
-const SOCKET_READ_QUEUE_BYTES = 256 * 1024;
-/** Size of each read from the socket: a buffer the reader gave back (recycle), or a fresh one. */
-const SOCKET_READ_CHUNK_BYTES = 64 * 1024;
-/**
- * A client connection's reads and queue: four times a server
- * connection's, as in adapters/node.ts (fewer, bigger chunks through the
- * stream and the frame reader; a client has one connection).
- */
-const CLIENT_READ_CHUNK_BYTES = 4 * SOCKET_READ_CHUNK_BYTES;
-const CLIENT_READ_QUEUE_BYTES = 4 * SOCKET_READ_QUEUE_BYTES;
-/**
- * Read buffers kept for reuse per connection: the queue's worth (queue
- * bytes / read bytes, the same for both kinds) and one being read into.
- */
-const SOCKET_READ_SPARE_MAX = SOCKET_READ_QUEUE_BYTES / SOCKET_READ_CHUNK_BYTES + 1;
 /** Unix socket permissions: owner only, so only the store's user can talk to its server. */
 const UNIX_SOCKET_MODE = 0o600;
 
@@ -274,7 +259,7 @@ const UNIX_SOCKET_MODE = 0o600;
  *   when both directions have ended, on abort/cancel, or by close().
  */
 function denoConnection(conn: Deno.Conn, remote: string, client = false): Connection {
-  const readBytes = client ? CLIENT_READ_CHUNK_BYTES : SOCKET_READ_CHUNK_BYTES;
+  const queueBytes = client ? CLIENT_READ_QUEUE_BYTES : SOCKET_READ_QUEUE_BYTES;
   let readEnded = false;
   let writeEnded = false;
   let closed = false;
@@ -287,21 +272,14 @@ function denoConnection(conn: Deno.Conn, remote: string, client = false): Connec
     if (readEnded && writeEnded) closeConn();
   };
 
-  // Read buffers the reader gave back (recycle): a blob transfer reuses a few instead of allocating one per read.
-  const spareBuffers: ArrayBuffer[] = [];
-  const ownBuffers = new WeakSet<ArrayBufferLike>();
+  // Reads go into buffers the reader gives back (recycle): see adapters/read-buffers.ts.
+  const buffers = new ReadBuffers(client ? CLIENT_READ_CHUNK_BYTES : SOCKET_READ_CHUNK_BYTES, queueBytes);
   /**
    * One read of the socket: a chunk, null at the end (the peer's FIN, or our own close(), which interrupts a
    * pending read), or it throws the read's error.
    */
   const readChunk = async (): Promise<Uint8Array | null> => {
-    const spare = spareBuffers.pop();
-    let buf: Uint8Array;
-    if (spare !== undefined) buf = new Uint8Array(spare);
-    else {
-      buf = new Uint8Array(readBytes);
-      ownBuffers.add(buf.buffer);
-    }
+    const buf = buffers.take();
     let n: number | null;
     try {
       n = await conn.read(buf);
@@ -315,13 +293,7 @@ function denoConnection(conn: Deno.Conn, remote: string, client = false): Connec
       closeIfBothEnded();
       return null;
     }
-    if (n < readBytes / 4) {
-      // A small read (a call, a reply) is copied out and the buffer kept for the next read: a message that keeps
-      // a view of its bytes would otherwise pin the whole buffer, and the next read allocate a new one.
-      if (spareBuffers.length < SOCKET_READ_SPARE_MAX) spareBuffers.push(buf.buffer as ArrayBuffer);
-      return buf.slice(0, n);
-    }
-    return buf.subarray(0, n);
+    return buffers.chunk(buf, n);
   };
   const makeReadable = (): ReadableStream<Uint8Array> => new ReadableStream<Uint8Array>({
     async pull(controller) {
@@ -339,7 +311,7 @@ function denoConnection(conn: Deno.Conn, remote: string, client = false): Connec
       readEnded = true;
       closeConn();
     },
-  }, new ByteLengthQueuingStrategy({ highWaterMark: client ? CLIENT_READ_QUEUE_BYTES : SOCKET_READ_QUEUE_BYTES }));
+  }, new ByteLengthQueuingStrategy({ highWaterMark: queueBytes }));
   /** Reads and pushes chunks to `reader` until it says stop, then waits for resume(); until the end or an error. */
   const subscribe = (reader: ConnectionReader): { resume(): void } => {
     let resumed: (() => void) | undefined;
@@ -393,10 +365,7 @@ function denoConnection(conn: Deno.Conn, remote: string, client = false): Connec
     },
   });
 
-  const recycle = (chunk: Uint8Array) => {
-    if (ownBuffers.has(chunk.buffer) && spareBuffers.length < SOCKET_READ_SPARE_MAX) spareBuffers.push(chunk.buffer as ArrayBuffer);
-  };
-  return connectionOf({ remote, writable, close: closeConn, recycle, makeReadable, subscribe });
+  return connectionOf({ remote, writable, close: closeConn, recycle: (chunk) => buffers.give(chunk), makeReadable, subscribe });
 }
 
 /**

@@ -21,6 +21,7 @@ import { resolve as pathResolve } from "node:path";
 import { assert } from "../src/format.ts";
 import { FsError, type Connection, type ConnectionReader, type File, type FileStat, type FileSystem, type Listener, type OpenMode } from "../src/fs.ts";
 import { connectionOf } from "./connection.ts";
+import { CLIENT_READ_CHUNK_BYTES, CLIENT_READ_QUEUE_BYTES, ReadBuffers, SOCKET_READ_QUEUE_BYTES } from "./read-buffers.ts";
 import { formatSocketUrl, parseSocketUrl, type SocketAddress } from "./socket-url.ts";
 import { setHashThreadStarter } from "../src/blake3parallel.ts";
 import { HASH_THREAD_HANDLER_SOURCE, hashThreadOver, idleStopping, type WorkerHashThread } from "../src/hashthread.ts";
@@ -224,67 +225,23 @@ class NodeFile implements File {
 // Sockets
 
 /**
- * Bytes a connection's ReadableStream queues before the socket is paused:
- * enough to keep a 64 KiB-chunk consumer busy, small enough that a slow
- * consumer holds little memory per connection.
- */
-const SOCKET_READ_QUEUE_BYTES = 256 * 1024;
-
-/**
- * Size of each read of a client socket into a buffer of ours
- * (SocketReadBuffers), and what its stream queues before the socket is
- * paused. Four times a server connection's: every chunk costs a turn
- * through the stream and the frame reader, and 256 KiB reads made a 1 GiB
- * download 16% faster than 64 KiB ones (a probe, 6 runs each; 1 MiB gained
- * nothing more). A client has one connection, so the memory is bounded.
- */
-const CLIENT_READ_CHUNK_BYTES = 256 * 1024;
-const CLIENT_READ_QUEUE_BYTES = 4 * CLIENT_READ_CHUNK_BYTES;
-/** Read buffers a client connection keeps for reuse: the queue's worth and one being read into. */
-const CLIENT_READ_SPARE_MAX = CLIENT_READ_QUEUE_BYTES / CLIENT_READ_CHUNK_BYTES + 1;
-/**
- * A read of fewer bytes is handed on as a copy of its own, and its buffer
- * reused at once (see SocketReadBuffers). Without it W7's clients, whose
- * reads are a few hundred bytes, allocated a zeroed 256 KiB buffer per
- * read: 35% fewer commits/s.
- */
-const SMALL_READ_BYTES = CLIENT_READ_CHUNK_BYTES / 4;
-
-/**
- * Reads of a client socket into buffers of ours (net.connect's `onread`),
- * which the reader gives back through the Connection's recycle(), as the
- * Deno adapter does: Node otherwise allocates a new 64 KiB buffer per read,
- * 16,384 per GiB downloaded, and the garbage collections they bring (about
- * a tenth of a download's CPU on two cores, by perf). Sockets a server
- * accepts cannot take `onread`: they read as before.
+ * Reads of a client socket into buffers of ours (net.connect's `onread`;
+ * adapters/read-buffers.ts says why), which the reader gives back through
+ * the Connection's recycle(). Sockets a server accepts cannot take
+ * `onread`: they read into Node's own buffers.
  */
 class SocketReadBuffers {
-  readonly #spare: ArrayBuffer[] = [];
-  readonly #own = new WeakSet<ArrayBufferLike>();
+  readonly #buffers = new ReadBuffers(CLIENT_READ_CHUNK_BYTES, CLIENT_READ_QUEUE_BYTES);
   /** Chunks read before the Connection's stream took over (none, in practice: it is made in the same turn). */
   #early: Uint8Array[] = [];
   #deliver: ((chunk: Uint8Array) => boolean) | undefined;
 
   /** net.connect's `onread` option. */
   readonly onread = {
-    buffer: (): Uint8Array => {
-      const spare = this.#spare.pop();
-      if (spare !== undefined) return new Uint8Array(spare);
-      const fresh = new Uint8Array(CLIENT_READ_CHUNK_BYTES);
-      this.#own.add(fresh.buffer);
-      return fresh;
-    },
+    buffer: (): Uint8Array => this.#buffers.take(),
     // Returning false pauses the socket, as socket.pause() does for "data".
     callback: (n: number, buf: Uint8Array): boolean => {
-      let chunk: Uint8Array;
-      if (n < SMALL_READ_BYTES) {
-        // A small read (a reply, an invalidation) is copied out and the buffer read into again: a message that
-        // keeps a view of its bytes would otherwise pin a whole 256 KiB buffer, and the next read allocate one.
-        chunk = buf.slice(0, n);
-        this.recycle(buf);
-      } else {
-        chunk = new Uint8Array(buf.buffer, buf.byteOffset, n);
-      }
+      const chunk = this.#buffers.chunk(buf, n);
       if (this.#deliver !== undefined) return this.#deliver(chunk);
       this.#early.push(chunk);
       return true;
@@ -300,7 +257,7 @@ class SocketReadBuffers {
   }
 
   recycle(chunk: Uint8Array): void {
-    if (this.#own.has(chunk.buffer) && this.#spare.length < CLIENT_READ_SPARE_MAX) this.#spare.push(chunk.buffer as ArrayBuffer);
+    this.#buffers.give(chunk);
   }
 }
 
