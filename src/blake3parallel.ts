@@ -284,10 +284,9 @@ export class ParallelBlake3 {
       if (!taken) {
         this.#refused = true;
         // Its bytes are not kept here: read them back, straight into the instance's input region.
-        const { exports, memory, inputPtr, outPtr } = this.#instance!;
-        readBack(memory.subarray(inputPtr, inputPtr + PIECE_BYTES));
-        exports.pieceCV(BigInt(n * PIECE_CHUNKS));
-        this.#unfolded[n - this.#folded] = memory.slice(outPtr, outPtr + BLOB_HASH_SIZE);
+        const instance = this.#instance!;
+        readBack(instance.memory.subarray(instance.inputPtr, instance.inputPtr + PIECE_BYTES));
+        this.#unfolded[n - this.#folded] = inputCV(instance, n * PIECE_CHUNKS);
       }
     }
     this.#fold();
@@ -375,8 +374,13 @@ export class ParallelBlake3 {
 
 /** The chaining value of `piece` as the subtree at chunk `counter`, hashed on this thread by `instance`. */
 function pieceHere(instance: HasherInstance, piece: Uint8Array, counter: number): Uint8Array {
-  const { exports, memory, inputPtr, outPtr } = instance;
-  memory.set(piece, inputPtr);
+  instance.memory.set(piece, instance.inputPtr);
+  return inputCV(instance, counter);
+}
+
+/** The chaining value of the piece in `instance`'s input region, as the subtree at chunk `counter`. */
+function inputCV(instance: HasherInstance, counter: number): Uint8Array {
+  const { exports, memory, outPtr } = instance;
   exports.pieceCV(BigInt(counter));
   return memory.slice(outPtr, outPtr + BLOB_HASH_SIZE);
 }

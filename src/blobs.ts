@@ -663,8 +663,8 @@ export class WritebackPacer {
 
 /**
  * Writes a blob's temp file and hashes it: chunks at the running offset
- * with `File.writeAsync`, each given to the hasher (`alongside`) while the
- * kernel copies it, and the hasher told once it is written (its thread
+ * with `File.writeAsync`, each given to the hasher while the kernel
+ * copies it, and the hasher told once it is written (its thread
  * reads pieces from the file: ParallelBlake3's backing). A chunk of at
  * least BLOB_WRITE_BUFFER_SIZE is written as it is and awaited before
  * push returns (its owner may reuse it then); smaller ones are gathered
@@ -675,7 +675,7 @@ export class WritebackPacer {
 class BlobTempWriter {
   private readonly file: File;
   /** The blob's hasher, backed by the temp file. */
-  readonly hasher: ParallelBlake3;
+  private readonly hasher: ParallelBlake3;
   /** Bytes handed to writes so far, the one in flight included. */
   private offset = 0;
   /** The buffer being filled, and the other one (possibly being written). */
@@ -703,7 +703,6 @@ class BlobTempWriter {
 
   /** Writes and hashes `chunk` after everything before it (the hash runs while the write does). */
   async push(chunk: Uint8Array): Promise<void> {
-    const alongside = (): void => void this.hasher.update(chunk);
     assert(!this.done, "push after finish or abort");
     if (this.offset + this.fill + chunk.length > BLOB_LENGTH_MAX) {
       throw new RangeError(`putBlob: blob ${this.path} would pass ${BLOB_LENGTH_MAX} bytes`);
@@ -712,13 +711,13 @@ class BlobTempWriter {
       await this.settle();
       this.start(chunk);
       try {
-        alongside();
+        this.hasher.update(chunk);
       } finally {
         await this.settle(); // the chunk is its owner's again only once written
       }
       return;
     }
-    alongside();
+    this.hasher.update(chunk);
     let at = 0;
     while (at < chunk.length) {
       this.buffer ??= new Uint8Array(BLOB_WRITE_BUFFER_SIZE);
